@@ -1,0 +1,153 @@
+"""The `divqat` command line. Every bad input ends in one line on stderr and exit code 2."""
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from divqat.errors import DivqatError
+from divqat.ui import console
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="DivQAT: quantized CNNs that are hard to steal by model extraction.",
+)
+
+
+def print_metrics(result: dict, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Run directory to write (must be new or empty).")],
+    dataset: Annotated[str, typer.Option(help="Victim's dataset.")] = "fashion-mnist",
+    model: Annotated[str, typer.Option(help="Architecture from the model registry.")] = "lenet5",
+    method: Annotated[str, typer.Option(help="fp, ptq, qat or divqat.")] = "divqat",
+    alpha: Annotated[float, typer.Option(help="DivQAT divergence weight (>= 0).")] = 1.0,
+    divergence: Annotated[str, typer.Option(help="kl (the paper's), reverse-kl or js.")] = "js",
+    non_target: Annotated[
+        bool, typer.Option("--non-target/--all-classes", help="Divergence over the non-target classes only.")
+    ] = True,
+    logq_floor: Annotated[float, typer.Option(help="Clamp log q at log(this) in the divergence; 0: off.")] = 0.0,
+    hinge: Annotated[float, typer.Option(help="Cap each sample's divergence at this; 0: off.")] = 0.0,
+    warmup: Annotated[float, typer.Option(help="Fraction of training over which alpha ramps up.")] = 0.0,
+    bits: Annotated[int, typer.Option(help="Weight bits: 8 or 4.")] = 8,
+    activation_bits: Annotated[
+        int | None, typer.Option(help="Activation bits: 8 or 7; default 8 with VNNI, else 7.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="QAT / DivQAT epochs (FP epochs for --method fp).")] = 2,
+    lr: Annotated[float, typer.Option(help="QAT / DivQAT learning rate.")] = 1e-4,
+    fp_epochs: Annotated[int, typer.Option(help="Epochs of FP training when --from is not given.")] = 10,
+    fp_lr: Annotated[float, typer.Option(help="FP learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option()] = 256,
+    seed: Annotated[int, typer.Option()] = 0,
+    fp_from: Annotated[
+        Path | None, typer.Option("--from", help="Start from the FP model of this run directory.")
+    ] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Where the dataset's files are.")] = None,
+    train_limit: Annotated[int | None, typer.Option(help="Use only the first N training images.")] = None,
+    test_limit: Annotated[int | None, typer.Option(help="Evaluate on only the first N test images.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+):
+    """Train a victim: FP, then PTQ, QAT or DivQAT; write int8 ONNX, weights and metrics.json."""
+    from divqat.pipeline import train as run_train
+    from divqat.train.victim import VictimConfig
+
+    if method == "fp":  # --epochs then counts FP epochs, run at --fp-lr
+        fp_epochs = epochs
+    config = VictimConfig(
+        dataset=dataset, model=model, method=method, alpha=alpha, divergence=divergence,
+        non_target=non_target, logq_floor=logq_floor, hinge=hinge, warmup=warmup, weight_bits=bits,
+        activation_bits=activation_bits, epochs=max(epochs, 1), lr=lr, fp_epochs=fp_epochs, fp_lr=fp_lr,
+        batch_size=batch_size, seed=seed, train_limit=train_limit,
+    )  # fmt: skip
+    check_model_and_data(config)
+    result = run_train(
+        config, out, data_root=data_root, fp_from=fp_from, overwrite=overwrite, quiet=quiet, test_limit=test_limit
+    )
+    print_metrics(result, f"{method} -> {out}")
+
+
+def check_model_and_data(config) -> None:
+    """Unknown names fail here, in a second, rather than after loading data."""
+    from divqat.data import get_dataset
+    from divqat.models import MODELS
+
+    get_dataset(config.dataset)
+    if config.model not in MODELS:
+        raise DivqatError(f"unknown model {config.model!r}; choose from {', '.join(sorted(MODELS))}")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A run directory written by `divqat train`.")],
+    data_root: Annotated[Path | None, typer.Option(help="Where the dataset's files are.")] = None,
+    test_limit: Annotated[int | None, typer.Option(help="Evaluate on only the first N test images.")] = None,
+):
+    """Re-measure a run's deployed ONNX model (and its in-process int8 model) on the test set."""
+    from divqat.pipeline import evaluate as run_evaluate
+
+    print_metrics(run_evaluate(run, data_root=data_root, test_limit=test_limit), f"evaluate {run}")
+
+
+@app.command()
+def download(
+    dataset: Annotated[str, typer.Argument(help="Dataset name.")],
+    data_root: Annotated[Path, typer.Option(help="Directory to download into.")] = Path("data"),
+):
+    """Download a dataset and verify its checksums (needs internet)."""
+    from divqat.data import get_dataset
+    from divqat.data.download import download as fetch
+
+    target = fetch(get_dataset(dataset), data_root)
+    console.print(f"{dataset}: {target}")
+
+
+@app.command(name="list")
+def list_registries():
+    """The registered datasets, models, methods and divergences."""
+    from divqat.data import DATASETS
+    from divqat.models import MODELS
+    from divqat.train import DIVERGENCES
+    from divqat.train.victim import METHODS
+
+    for name, items in (("datasets", DATASETS), ("models", MODELS), ("methods", METHODS), ("divergences", DIVERGENCES)):
+        console.print(f"{name}: {', '.join(items)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.export internals, not ours
+    try:
+        app(args=argv, standalone_mode=False)
+    except DivqatError as e:
+        print(f"divqat: error: {e}", file=sys.stderr)
+        return 2
+    except typer.TyperException as e:  # usage errors: unknown option, value of the wrong type
+        print(f"divqat: error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except typer.Exit as e:
+        return e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("divqat: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def entry() -> None:
+    sys.exit(main())

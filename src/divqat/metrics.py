@@ -1,0 +1,23 @@
+"""Metrics on probability vectors."""
+
+import torch
+from torch import Tensor
+
+
+def accuracy(probs: Tensor, labels: Tensor) -> float:
+    return (probs.argmax(-1) == labels).float().mean().item()
+
+
+def agreement(a: Tensor, b: Tensor) -> float:
+    """Fraction of rows where two models' top-1 classes agree (fidelity)."""
+    return (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+
+
+def mean_kl(p: Tensor, q: Tensor, eps: float = 1e-12) -> float:
+    """Mean over rows of KL(p || q); q is floored at eps so a deployed zero stays finite."""
+    p, q = p.double(), q.double().clamp_min(eps)
+    return (torch.special.xlogy(p, p) - p * q.log()).sum(-1).mean().item()
+
+
+def mean_max_prob(probs: Tensor) -> float:
+    return probs.max(-1).values.mean().item()

@@ -1,0 +1,43 @@
+"""The model registry: `@register_model` over a builder; every model is PT2E-quantizable."""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from divqat.errors import DivqatError
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    MODELS[builder.__name__] = builder
+    return builder
+
+
+class Normalize(nn.Module):
+    """Per-channel normalisation inside the model, so deployed models take raw [0, 1] pixels."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> nn.Module:
+    """Build a registered model for images of `input_shape` (C, H, W)."""
+    if name not in MODELS:
+        raise DivqatError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+    channels = input_shape[0]
+    normalize = Normalize(mean or [0.0] * channels, std or [1.0] * channels)
+    return MODELS[name](normalize=normalize, num_classes=num_classes, input_shape=input_shape)

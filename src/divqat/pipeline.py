@@ -1,0 +1,113 @@
+"""`divqat train`: build a victim, deploy it, measure it, write its run directory."""
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from divqat import artifacts, metrics
+from divqat.data import Splits, load_splits
+from divqat.errors import DivqatError
+from divqat.quant import OnnxModel, compile_int8
+from divqat.train import predict_proba
+from divqat.train.victim import Victim, VictimConfig, build_victim
+
+
+def run_meta(config: VictimConfig, splits: Splits) -> dict:
+    mean, std = splits.channel_stats()
+    return {
+        "num_classes": splits.num_classes,
+        "input_shape": list(splits.input_shape),
+        "mean": mean,
+        "std": std,
+        "activation_bits": config.quant_config().resolved().activation_bits,
+    }
+
+
+def divqat_settings(config: VictimConfig) -> dict:
+    """The objective's settings; alpha 0 and no divergence for the other methods."""
+    if config.method != "divqat":
+        return {"alpha": 0.0, "divergence": None}
+    keys = ("alpha", "divergence", "non_target", "logq_floor", "hinge", "warmup")
+    return {k: getattr(config, k) for k in keys}
+
+
+def measure(config: VictimConfig, splits: Splits, victim: Victim, deployed: OnnxModel) -> dict:
+    """Test-set metrics; the deployed model is measured as shipped, through onnxruntime."""
+    test = splits.test
+    fp_probs = predict_proba(victim.fp, test.images)
+    probs = deployed.predict_proba(test.images)
+    quantized = config.method != "fp"
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    return {
+        **{k: getattr(config, k) for k in ("method", "dataset", "model", "seed", "epochs")},
+        **divqat_settings(config),
+        "bits": config.weight_bits,
+        "activation_bits": config.quant_config().resolved().activation_bits if quantized else 32,
+        "fp_accuracy": metrics.accuracy(fp_probs, test.labels),
+        "int8_accuracy": metrics.accuracy(probs, test.labels) if quantized else None,
+        "deployed_accuracy": metrics.accuracy(probs, test.labels),
+        "kl_fp_int8": metrics.mean_kl(fp_probs, probs) if quantized else None,
+        "mean_max_prob": metrics.mean_max_prob(probs),
+        "fp_mean_max_prob": metrics.mean_max_prob(fp_probs),
+        "epoch_seconds": mean(victim.history.epoch_seconds),
+        "fp_epoch_seconds": mean(victim.fp_history.epoch_seconds),
+        "train_loss": victim.history.epoch_loss[-1] if victim.history.epoch_loss else None,
+        "test_size": len(test),
+    }
+
+
+def load_fp_for(config: VictimConfig, fp_from: Path):
+    source, _ = artifacts.load_config(fp_from)
+    if (source.dataset, source.model) != (config.dataset, config.model):
+        raise DivqatError(f"{fp_from} holds {source.model} on {source.dataset}, not {config.model} on {config.dataset}")
+    return artifacts.load_fp(fp_from)
+
+
+def train(
+    config: VictimConfig,
+    out: Path,
+    *,
+    data_root: Path | None = None,
+    fp_from: Path | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    test_limit: int | None = None,
+) -> dict:
+    artifacts.check_output(out, overwrite)  # before hours of training, not after
+    splits = load_splits(config.dataset, data_root)
+    if test_limit:
+        splits = dataclasses.replace(splits, test=splits.test.head(test_limit))
+    fp = load_fp_for(config, fp_from) if fp_from else None
+    victim = build_victim(config, splits, fp, quiet)
+    meta = run_meta(config, splits)
+    staging = artifacts.stage_run(out, config, meta, victim)
+    try:
+        result = measure(config, splits, victim, OnnxModel(staging / artifacts.ONNX))
+        artifacts.commit_run(staging, out, result, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def evaluate(run: Path, *, data_root: Path | None = None, test_limit: int | None = None) -> dict:
+    """A run's deployed model as shipped (ONNX) and, when quantized, the in-process int8 model."""
+    config, _ = artifacts.load_config(run)
+    deployed = artifacts.load_onnx(run)
+    fp = artifacts.load_fp(run)
+    quantized = artifacts.load_quantized(run) if config.method != "fp" else None
+    test = load_splits(config.dataset, data_root).test.head(test_limit)
+    probs = deployed.predict_proba(test.images)
+    fp_probs = predict_proba(fp, test.images)
+    result = {
+        "method": config.method,
+        "fp_accuracy": metrics.accuracy(fp_probs, test.labels),
+        "deployed_accuracy": metrics.accuracy(probs, test.labels),
+        "kl_fp_deployed": metrics.mean_kl(fp_probs, probs),
+        "mean_max_prob": metrics.mean_max_prob(probs),
+    }
+    if quantized is not None:
+        in_process = predict_proba(compile_int8(quantized), test.images)
+        result["in_process_int8_accuracy"] = metrics.accuracy(in_process, test.labels)
+        result["onnx_vs_in_process_agreement"] = metrics.agreement(probs, in_process)
+    return result

@@ -1,0 +1,48 @@
+"""Divergences D(p || q) between the frozen teacher's probabilities p and the student's q.
+
+Each takes p (B, K) and the student's log-probabilities log_q (B, K), both finite, and returns
+one value per sample. p is a constant (no gradient flows to the teacher).
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from divqat.errors import DivqatError
+
+# Floor for the teacher's probabilities where a log of them is needed (reverse KL).
+TINY = 1e-12
+
+
+def kl(p: Tensor, log_q: Tensor) -> Tensor:
+    """KL(p || q) = sum p (log p - log q): the paper's choice; unbounded as q_k -> 0 where p_k > 0."""
+    return (torch.special.xlogy(p, p) - p * log_q).sum(-1)
+
+
+def reverse_kl(p: Tensor, log_q: Tensor) -> Tensor:
+    """KL(q || p) = sum q (log q - log p): mode-seeking, bounded by -log(min p)."""
+    q = log_q.exp()
+    return (q * (log_q - p.clamp_min(TINY).log())).sum(-1)
+
+
+def js(p: Tensor, log_q: Tensor) -> Tensor:
+    """Jensen-Shannon: (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2; bounded by log 2."""
+    q = log_q.exp()
+    log_m = ((p + q) / 2).log()  # q > 0 everywhere, so m > 0
+    return 0.5 * ((torch.special.xlogy(p, p) - p * log_m).sum(-1) + (q * (log_q - log_m)).sum(-1))
+
+
+DIVERGENCES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"kl": kl, "reverse-kl": reverse_kl, "js": js}
+
+
+def get_divergence(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    if name not in DIVERGENCES:
+        raise DivqatError(f"unknown divergence {name!r}; choose from {', '.join(DIVERGENCES)}")
+    return DIVERGENCES[name]
+
+
+def drop_class(values: Tensor, labels: Tensor) -> Tensor:
+    """(B, K) -> (B, K-1): each row without the column of its own label (order kept)."""
+    keep = torch.ones_like(values, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), False)
+    return values[keep].view(values.shape[0], values.shape[1] - 1)

@@ -1,0 +1,101 @@
+"""The one training loop: FP training, QAT, DivQAT and the thieves' surrogates all run here.
+
+Data are in-memory tensors indexed by shuffled batches; the objective sees each batch's rows
+of every tensor it was given (inputs, targets, cached teacher outputs).
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from divqat.errors import DivqatError
+from divqat.quant.pt2e import set_mode
+from divqat.ui import progress_bar
+
+Objective = Callable[[Tensor, dict[str, Tensor], float], Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # or "constant"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise DivqatError(f"invalid training config: {self}")
+        if self.schedule not in ("cosine", "constant"):
+            raise DivqatError(f"unknown schedule {self.schedule!r}; choose cosine or constant")
+
+
+@dataclass
+class History:
+    epoch_seconds: list[float] = field(default_factory=list)
+    epoch_loss: list[float] = field(default_factory=list)
+
+
+def fit(
+    model: nn.Module,
+    data: dict[str, Tensor],
+    objective: Objective,
+    config: TrainConfig,
+    *,
+    label: str = "train",
+    quiet: bool = False,
+) -> History:
+    """Train `model` in place with Adam; the optimizer sees this model's parameters, so a QAT
+    graph trains its own weights, never those of the FP model it was prepared from."""
+    n = len(data["inputs"])
+    device = next(model.parameters()).device
+    steps_per_epoch = -(-n // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
+        if config.schedule == "cosine"
+        else None
+    )
+    shuffle = torch.Generator().manual_seed(config.seed)
+    history = History()
+    set_mode(model, train=True)
+    step = 0
+    with progress_bar(quiet) as bar:
+        task = bar.add_task(label, total=total)
+        for _ in range(config.epochs):
+            start, loss_sum = time.perf_counter(), torch.zeros((), device=device)
+            for index in torch.randperm(n, generator=shuffle).split(config.batch_size):
+                batch = {k: v[index].to(device, non_blocking=True) for k, v in data.items()}
+                loss = objective(model(batch["inputs"]), batch, step / max(total, 1))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if schedule:
+                    schedule.step()
+                loss_sum += loss.detach() * len(index)
+                step += 1
+                bar.advance(task)
+            history.epoch_seconds.append(time.perf_counter() - start)
+            history.epoch_loss.append(loss_sum.item() / n)
+            bar.update(task, description=f"{label} loss {history.epoch_loss[-1]:.4f}")
+    set_mode(model, train=False)
+    return history
+
+
+@torch.no_grad()
+def predict_proba(model: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 1024) -> Tensor:
+    """Softmax outputs of an in-process model (FP, prepared or converted), on the CPU."""
+    if isinstance(model, nn.Module):
+        set_mode(model, train=False)
+        device = next(iter(model.parameters()), torch.zeros(())).device
+    else:
+        device = torch.device("cpu")
+    out = [
+        torch.softmax(model(images[i : i + batch_size].to(device)), -1).cpu() for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out)

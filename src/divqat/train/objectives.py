@@ -1,0 +1,68 @@
+"""Training objectives: `objective(logits, batch, progress) -> loss`, progress in [0, 1].
+
+`batch` holds the rows of the training tensors for this step: "inputs", "targets" (class indices
+or probability vectors) and, for DivQAT, "teacher_probs" (the frozen FP model's softmax, cached).
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from divqat.errors import DivqatError
+from divqat.train.divergences import drop_class, get_divergence
+
+
+def cross_entropy(logits: Tensor, batch: dict[str, Tensor], progress: float = 0.0) -> Tensor:
+    """CE against class indices (victims) or probability vectors (thieves on soft labels)."""
+    return F.cross_entropy(logits, batch["targets"])
+
+
+@dataclass(frozen=True)
+class DivQATLoss:
+    """L = CE(y, f_q(x)) - alpha * D(f_fp(x) || f_q(x)), averaged over the batch.
+
+    The paper's form is divergence="kl", non_target=False and no bound. The options:
+    - non_target: D over the K-1 classes other than the true one, each side renormalised, so
+      the true class's probability is left to CE and only the "dark knowledge" is scrambled.
+    - logq_floor: clamp log q at log(logq_floor) inside D, so D stops growing as q_k -> 0.
+    - hinge: per-sample min(D, hinge): stop pushing a sample once it is that far from the teacher.
+    - warmup: alpha ramps linearly from 0 over this fraction of training.
+    """
+
+    alpha: float
+    divergence: str = "kl"
+    non_target: bool = False
+    logq_floor: float = 0.0
+    hinge: float = 0.0
+    warmup: float = 0.0
+
+    def __post_init__(self):
+        get_divergence(self.divergence)
+        for name in ("alpha", "logq_floor", "hinge", "warmup"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise DivqatError(f"{name} must be a finite number >= 0, got {value}")
+        if self.logq_floor >= 1 or self.warmup > 1:
+            raise DivqatError("logq_floor must be < 1 and warmup <= 1")
+
+    def alpha_at(self, progress: float) -> float:
+        return self.alpha * min(1.0, progress / self.warmup) if self.warmup else self.alpha
+
+    def divergence_per_sample(self, logits: Tensor, teacher_probs: Tensor, labels: Tensor) -> Tensor:
+        p = teacher_probs
+        if self.non_target:
+            p = drop_class(p, labels)
+            p = p / p.sum(-1, keepdim=True).clamp_min(1e-12)
+            logits = drop_class(logits, labels)
+        log_q = F.log_softmax(logits, dim=-1)
+        if self.logq_floor:
+            log_q = log_q.clamp_min(math.log(self.logq_floor))
+        d = get_divergence(self.divergence)(p, log_q)
+        return d.clamp_max(self.hinge) if self.hinge else d
+
+    def __call__(self, logits: Tensor, batch: dict[str, Tensor], progress: float = 0.0) -> Tensor:
+        labels = batch["targets"]
+        d = self.divergence_per_sample(logits, batch["teacher_probs"], labels)
+        return F.cross_entropy(logits, labels) - self.alpha_at(progress) * d.mean()

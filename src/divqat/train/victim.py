@@ -1,0 +1,118 @@
+"""Recipes for a victim model: FP training, then PTQ, QAT or DivQAT from that FP model.
+
+All four go through `fit`; they differ only in the model handed to it (the FP network or its
+fake-quantized PT2E graph) and the objective (CE or the DivQAT loss).
+"""
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from divqat.data import Splits
+from divqat.errors import DivqatError
+from divqat.models import create_model
+from divqat.quant import QuantConfig, calibrate, convert, prepare
+from divqat.train.loop import History, TrainConfig, fit, predict_proba
+from divqat.train.objectives import DivQATLoss, cross_entropy
+
+METHODS = ("fp", "ptq", "qat", "divqat")
+
+
+@dataclass(frozen=True)
+class VictimConfig:
+    """Everything that determines a victim. Defaults: the embedded Fashion-MNIST LeNet-5 setting."""
+
+    dataset: str = "fashion-mnist"
+    model: str = "lenet5"
+    method: str = "divqat"
+    # DivQAT objective (see DivQATLoss); defaults are the bounded form chosen in docs/divqat.md.
+    alpha: float = 1.0
+    divergence: str = "js"
+    non_target: bool = True
+    logq_floor: float = 0.0
+    hinge: float = 0.0
+    warmup: float = 0.0
+    weight_bits: int = 8
+    activation_bits: int | None = None
+    epochs: int = 2  # QAT / DivQAT epochs
+    lr: float = 1e-4
+    fp_epochs: int = 10
+    fp_lr: float = 1e-3
+    batch_size: int = 256
+    calibration_size: int = 2048  # PTQ
+    seed: int = 0
+    train_limit: int | None = None  # first N victim-train images (tests, quick runs)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise DivqatError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.epochs < 1 or self.fp_epochs < 0:
+            raise DivqatError("epochs must be >= 1 and fp_epochs >= 0")
+        self.quant_config()  # validates the bit widths
+        self.objective()  # validates alpha, divergence and bounds
+
+    def quant_config(self) -> QuantConfig:
+        return QuantConfig(self.weight_bits, self.activation_bits)
+
+    def objective(self):
+        if self.method != "divqat":
+            return cross_entropy
+        return DivQATLoss(self.alpha, self.divergence, self.non_target, self.logq_floor, self.hinge, self.warmup)
+
+
+@dataclass
+class Victim:
+    fp: nn.Module
+    deployed: nn.Module  # the FP model or the converted quantized graph
+    prepared: torch.fx.GraphModule | None = None  # its state rebuilds `deployed` (quantized only)
+    fp_history: History = field(default_factory=History)
+    history: History = field(default_factory=History)
+
+
+def new_model(config: VictimConfig, splits: Splits) -> nn.Module:
+    mean, std = splits.channel_stats()
+    return create_model(
+        config.model, num_classes=splits.num_classes, input_shape=splits.input_shape, mean=mean, std=std
+    )
+
+
+def train_fp(config: VictimConfig, splits: Splits, quiet: bool = False) -> tuple[nn.Module, History]:
+    torch.manual_seed(config.seed)
+    model = new_model(config, splits)
+    train = splits.victim_train.head(config.train_limit)
+    run = TrainConfig(config.fp_epochs, config.batch_size, config.fp_lr, seed=config.seed)
+    history = fit(model, {"inputs": train.images, "targets": train.labels}, cross_entropy, run, label="fp", quiet=quiet)
+    return model, history
+
+
+def quantize(config: VictimConfig, splits: Splits, fp: nn.Module, quiet: bool = False) -> Victim:
+    """PTQ, QAT or DivQAT from a trained FP model, which is left untouched."""
+    train = splits.victim_train.head(config.train_limit)
+    qconfig = config.quant_config()
+    if config.method == "ptq":
+        prepared = prepare(fp, splits.input_shape, qconfig, qat=False)
+        calibrate(prepared, train.images[: config.calibration_size])
+        return Victim(fp=fp, prepared=prepared, deployed=convert(copy.deepcopy(prepared)))
+    torch.manual_seed(config.seed)
+    prepared = prepare(fp, splits.input_shape, qconfig, qat=True)
+    data = {"inputs": train.images, "targets": train.labels}
+    if config.method == "divqat":
+        # The teacher is frozen and the inputs are not augmented: compute its softmax once.
+        data["teacher_probs"] = predict_proba(fp, train.images)
+    run = TrainConfig(config.epochs, config.batch_size, config.lr, seed=config.seed)
+    history = fit(prepared, data, config.objective(), run, label=config.method, quiet=quiet)
+    return Victim(fp=fp, prepared=prepared, deployed=convert(copy.deepcopy(prepared)), history=history)
+
+
+def build_victim(config: VictimConfig, splits: Splits, fp: nn.Module | None = None, quiet: bool = False) -> Victim:
+    """The whole recipe; pass `fp` to reuse a trained FP model (e.g. one per seed in a sweep)."""
+    fp_history = History()
+    if fp is None:
+        fp, fp_history = train_fp(config, splits, quiet)
+    if config.method == "fp":
+        return Victim(fp=fp, deployed=fp, fp_history=fp_history, history=fp_history)
+    victim = quantize(config, splits, fp, quiet)
+    victim.fp_history = fp_history
+    return victim

@@ -1,0 +1,43 @@
+"""Shared fixtures: small, learnable, synthetic datasets written in the real on-disk formats."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from divqat.data.idx import write_idx
+from divqat.data.mnist import IDX_FILES
+
+
+def class_images(n: int, size: int, channels: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images: one fixed random template per class plus noise, so a CNN learns them fast."""
+    rng = np.random.default_rng(1234)
+    templates = rng.uniform(0, 255, size=(num_classes, channels, size, size))
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=n)
+    images = templates[labels] * 0.6 + rng.uniform(0, 255 * 0.4, size=(n, channels, size, size))
+    return images.clip(0, 255).astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_idx_dataset(root: Path, n_train: int, n_test: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = class_images(n_train, 28, 1, 10, seed=1)
+    test_x, test_y = class_images(n_test, 28, 1, 10, seed=2)
+    for name, array in zip(IDX_FILES, (train_x[:, 0], train_y, test_x[:, 0], test_y), strict=True):
+        write_idx(root / name, array)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A data root holding a 1,200 + 300 image 'fashion-mnist' in IDX .gz files."""
+    root = tmp_path_factory.mktemp("data")
+    write_idx_dataset(root / "fashion-mnist", n_train=1200, n_test=300)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(tiny_root):
+    from divqat.data import load_splits
+
+    return load_splits("fashion-mnist", tiny_root)

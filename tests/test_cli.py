@@ -1,0 +1,147 @@
+"""The command line: every bad input is one line on stderr, a non-zero exit, and nothing lost."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from divqat.cli import main
+
+QUICK = ["--epochs", "1", "--fp-epochs", "1", "--batch-size", "128", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def fp_run(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "fp"
+    assert main(["train", "--method", "fp", "--data-root", str(tiny_root), "--out", str(out), *QUICK]) == 0
+    return out
+
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    code = main(list(args))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def assert_one_line_error(code: int, err: str, match: str):
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("divqat: error:") and match in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_train_writes_metrics_and_onnx(tiny_root, fp_run, tmp_path):
+    out = tmp_path / "div"
+    args = ["train", "--method", "divqat", "--alpha", "0.5", "--from", str(fp_run), "--data-root", str(tiny_root)]
+    assert main([*args, "--out", str(out), *QUICK]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "divqat" and m["alpha"] == 0.5 and 0 <= m["int8_accuracy"] <= 1
+    assert (out / "model.onnx").is_file() and not list(tmp_path.glob(".*partial"))
+
+
+def test_evaluate_a_run(tiny_root, fp_run, tmp_path, capsys):
+    out = tmp_path / "qat"
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "qat",
+                "--from",
+                str(fp_run),
+                "--data-root",
+                str(tiny_root),
+                "--out",
+                str(out),
+                *QUICK,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data-root", str(tiny_root)]) == 0
+    assert "onnx_vs_in_process_agreement" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--model", "vgg99"], "unknown model"),
+        (["--method", "magic"], "unknown method"),
+        (["--alpha", "-1"], "alpha must be"),
+        (["--bits", "3"], "weight bits must be one of"),
+        (["--activation-bits", "6"], "activation bits"),
+        (["--divergence", "emd"], "unknown divergence"),
+        (["--dataset", "imagenet"], "unknown dataset"),
+        (["--bits", "eight"], "--bits"),
+        (["--data-root", "/nonexistent/divqat"], "not a directory"),
+    ],
+)
+def test_bad_train_inputs(capsys, tmp_path, args, match):
+    code, err = run_cli(capsys, "train", "--out", str(tmp_path / "x"), *args, *QUICK)
+    assert_one_line_error(code, err, match)
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_data_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("divqat.data.locate.SYSTEM_ROOT", tmp_path / "none")
+    monkeypatch.delenv("DIVQAT_DATA", raising=False)
+    code, err = run_cli(
+        capsys, "train", "--dataset", "mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "x"), *QUICK
+    )
+    assert_one_line_error(code, err, "mnist not found")
+
+
+def test_existing_output_is_not_overwritten(capsys, tmp_path, tiny_root):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    code, err = run_cli(capsys, "train", "--data-root", str(tiny_root), "--out", str(out), *QUICK)
+    assert_one_line_error(code, err, "not empty")
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("damage", ["truncate-fp", "truncate-quant", "garbage-onnx", "no-config"])
+def test_corrupt_model_files(capsys, tmp_path, fp_run, tiny_root, damage):
+    source = tmp_path / "run"
+    shutil.copytree(fp_run, source)
+    if damage == "truncate-fp":
+        (source / "fp.safetensors").write_bytes((source / "fp.safetensors").read_bytes()[:50])
+        code, err = run_cli(
+            capsys, "train", "--from", str(source), "--data-root", str(tiny_root), "--out", str(tmp_path / "x"), *QUICK
+        )
+        assert_one_line_error(code, err, "corrupt or truncated")
+        return
+    if damage == "truncate-quant":
+        (source / "quant.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
+        (source / "config.json").write_text((source / "config.json").read_text().replace('"fp"', '"qat"'))
+    elif damage == "garbage-onnx":
+        (source / "model.onnx").write_bytes(b"not a protobuf")
+    else:
+        (source / "config.json").unlink()
+    code, err = run_cli(capsys, "evaluate", str(source), "--data-root", str(tiny_root))
+    assert_one_line_error(
+        code,
+        err,
+        {"truncate-quant": "quant.safetensors", "garbage-onnx": "not a valid ONNX", "no-config": "not a divqat run"}[
+            damage
+        ],
+    )
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    env = {**os.environ, "DIVQAT_DATA": str(tmp_path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "divqat.cli", "train", "--alpha", "-2", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "alpha must be" in proc.stderr
+
+
+def test_unknown_option_is_one_line(capsys):
+    code, err = run_cli(capsys, "train", "--no-such-flag")
+    assert_one_line_error(code, err, "no-such-flag")
