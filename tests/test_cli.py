@@ -145,3 +145,65 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
 def test_unknown_option_is_one_line(capsys):
     code, err = run_cli(capsys, "train", "--no-such-flag")
     assert_one_line_error(code, err, "no-such-flag")
+
+
+def test_attack_writes_result(capsys, tmp_path, fp_run, tiny_root):
+    out = tmp_path / "stolen"
+    args = ["attack", "--victim", str(fp_run), "--out", str(out), "--pool", "in", "--budget", "300", "--epochs", "2"]
+    assert (
+        main(
+            [
+                *args,
+                "--data-root",
+                str(tiny_root),
+                "--backend",
+                "fp",
+                "--defense",
+                "top-k",
+                "--defense-param",
+                "k=2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    result = json.loads((out / "result.json").read_text())
+    for key in ("surrogate_accuracy", "fidelity", "victim_accuracy", "extraction_ratio", "queries"):
+        assert result[key] is not None
+    assert result["queries"] == 300 and result["defenses"] == [{"name": "top-k", "k": 2}]
+    assert (out / "surrogate.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--budget", "0"], "budget must be a positive"),
+        (["--budget", "-5"], "budget must be a positive"),
+        (["--attack", "copycat"], "unknown attack"),
+        (["--labels", "fuzzy"], "labels must be one of"),
+        (["--backend", "tpu"], "unknown backend"),
+        (["--defense", "blur"], "unknown defense"),
+        (["--defense", "top-k", "--defense-param", "k=0"], "k must be in"),
+        (["--defense", "top-k", "--defense-param", "depth=2"], "no parameter 'depth'"),
+        (["--defense-param", "k=2"], "needs a --defense"),
+    ],
+)
+def test_bad_attack_inputs(capsys, tmp_path, fp_run, args, match):
+    code, err = run_cli(capsys, "attack", "--victim", str(fp_run), "--out", str(tmp_path / "o"), *args)
+    assert_one_line_error(code, err, match)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "corrupt-onnx"])
+def test_bad_victim_directory(capsys, tmp_path, fp_run, tiny_root, damage):
+    victim = tmp_path / "victim"
+    if damage == "empty":
+        victim.mkdir()
+    elif damage == "corrupt-onnx":
+        shutil.copytree(fp_run, victim)
+        (victim / "model.onnx").write_bytes((victim / "model.onnx").read_bytes()[:200])
+    code, err = run_cli(
+        capsys, "attack", "--victim", str(victim), "--out", str(tmp_path / "o"), "--data-root", str(tiny_root)
+    )
+    match = {"missing": "is not a directory", "empty": "not a divqat run directory", "corrupt-onnx": "not a valid ONNX"}
+    assert_one_line_error(code, err, match[damage])

@@ -80,10 +80,10 @@ def stage_run(out: Path, config: VictimConfig, meta: dict, victim: Victim) -> Pa
     return staging
 
 
-def commit_run(staging: Path, out: Path, metrics: dict, overwrite: bool) -> None:
-    """Add metrics.json and move the staged run into place; an old run goes only with --overwrite."""
+def commit_run(staging: Path, out: Path, metrics: dict, overwrite: bool, name: str = METRICS) -> None:
+    """Add the metrics file and move the staged run into place; an old run goes only with --overwrite."""
     check_output(out, overwrite)
-    write_json(staging / METRICS, metrics)
+    write_json(staging / name, metrics)
     if out.exists():
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)

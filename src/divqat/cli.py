@@ -73,21 +73,74 @@ def train(
         activation_bits=activation_bits, epochs=max(epochs, 1), lr=lr, fp_epochs=fp_epochs, fp_lr=fp_lr,
         batch_size=batch_size, seed=seed, train_limit=train_limit,
     )  # fmt: skip
-    check_model_and_data(config)
+    check_model_and_data_names(model=config.model, dataset=config.dataset)
     result = run_train(
         config, out, data_root=data_root, fp_from=fp_from, overwrite=overwrite, quiet=quiet, test_limit=test_limit
     )
     print_metrics(result, f"{method} -> {out}")
 
 
-def check_model_and_data(config) -> None:
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DivqatError(f"--defense-param takes key=value, got {pair!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+@app.command()
+def attack(
+    victim: Annotated[Path, typer.Option(help="Victim run directory (from `divqat train`).")],
+    out: Annotated[Path, typer.Option(help="Result directory to write (must be new or empty).")],
+    attack: Annotated[str, typer.Option(help="knockoff, knockoff-adaptive, jbda or dfme.")] = "knockoff",
+    pool: Annotated[str, typer.Option(help="in, ood or mixed (ood with 1/5 in-distribution).")] = "ood",
+    budget: Annotated[int, typer.Option(help="Queries the thief may make.")] = 10_000,
+    labels: Annotated[str, typer.Option(help="soft: train on probabilities; hard: on top-1 labels.")] = "soft",
+    surrogate: Annotated[str, typer.Option(help="Surrogate architecture.")] = "lenet5",
+    epochs: Annotated[int, typer.Option(help="Surrogate training epochs.")] = 20,
+    seed: Annotated[int, typer.Option()] = 0,
+    backend: Annotated[str, typer.Option(help="onnx (deployed file), int8 (in-process kernels) or fp.")] = "onnx",
+    defense: Annotated[list[str] | None, typer.Option(help="Post-hoc defense, repeatable (applied in order).")] = None,
+    defense_param: Annotated[
+        list[str] | None, typer.Option(help="key=value for the last --defense, repeatable.")
+    ] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Where the dataset's files are.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing result directory.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+):
+    """Steal a victim through its black-box interface; write result.json and the surrogate."""
+    from divqat.attacks import AttackConfig, get_attack
+    from divqat.blackbox import BACKENDS
+    from divqat.defenses import create_defense
+    from divqat.extraction import run_attack
+
+    get_attack(attack)
+    if backend not in BACKENDS:
+        raise DivqatError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    names = defense or []
+    if defense_param and not names:
+        raise DivqatError("--defense-param needs a --defense")
+    params = parse_params(defense_param or [])
+    defenses = tuple(create_defense(n, params if i == len(names) - 1 else {}) for i, n in enumerate(names))
+    config = AttackConfig(attack, pool, budget, labels, surrogate, epochs, seed=seed)
+    check_model_and_data_names(model=surrogate)
+    result = run_attack(
+        victim, config, out, data_root=data_root, backend=backend, defenses=defenses, overwrite=overwrite, quiet=quiet
+    )
+    print_metrics({k: v for k, v in result.items() if k != "defenses"}, f"{attack} -> {out}")
+
+
+def check_model_and_data_names(model: str | None = None, dataset: str | None = None) -> None:
     """Unknown names fail here, in a second, rather than after loading data."""
     from divqat.data import get_dataset
     from divqat.models import MODELS
 
-    get_dataset(config.dataset)
-    if config.model not in MODELS:
-        raise DivqatError(f"unknown model {config.model!r}; choose from {', '.join(sorted(MODELS))}")
+    if dataset is not None:
+        get_dataset(dataset)
+    if model is not None and model not in MODELS:
+        raise DivqatError(f"unknown model {model!r}; choose from {', '.join(sorted(MODELS))}")
 
 
 @app.command()
@@ -118,12 +171,18 @@ def download(
 @app.command(name="list")
 def list_registries():
     """The registered datasets, models, methods and divergences."""
+    from divqat.attacks import ATTACKS
     from divqat.data import DATASETS
+    from divqat.defenses import DEFENSES
     from divqat.models import MODELS
     from divqat.train import DIVERGENCES
     from divqat.train.victim import METHODS
 
-    for name, items in (("datasets", DATASETS), ("models", MODELS), ("methods", METHODS), ("divergences", DIVERGENCES)):
+    registries = {
+        "datasets": DATASETS, "models": MODELS, "methods": METHODS, "divergences": DIVERGENCES,
+        "attacks": ATTACKS, "defenses": DEFENSES,
+    }  # fmt: skip
+    for name, items in registries.items():
         console.print(f"{name}: {', '.join(items)}")
 
 

@@ -1,0 +1,93 @@
+"""KnockoffNets (Orekondy et al., CVPR 2019): query a natural-image pool, train on the answers.
+
+`knockoff` samples the pool uniformly (augmenting once it is used up). `knockoff-adaptive` runs
+the paper's gradient bandit over clusters of the pool: each round it draws a cluster from a
+softmax policy, queries a batch from it, and rewards the cluster by certainty (top-1 minus
+top-2 probability), diversity (how far the answers are from the running mean answer) and the
+online surrogate's loss on the answers; each reward is standardised by its running statistics.
+"""
+
+import torch
+import torch.nn.functional as F
+from sklearn.cluster import KMeans
+
+from divqat.attacks.base import Thief, register_attack
+from divqat.blackbox import BlackBoxVictim
+from divqat.data.augment import random_affine, sample_with_augmentation
+from divqat.train.loop import set_mode
+
+
+@register_attack("knockoff")
+def knockoff_random(victim: BlackBoxVictim, thief: Thief):
+    inputs = sample_with_augmentation(thief.pool.images, thief.config.budget, thief.generator)
+    probs = torch.cat([victim.query(batch) for batch in inputs.split(512)])
+    return thief.train_surrogate(inputs, probs)
+
+
+def cluster_pool(images: torch.Tensor, clusters: int, seed: int) -> list[torch.Tensor]:
+    """k-means on 7x7 thumbnails: the bandit's arms, needing no labels of the pool."""
+    thumbs = F.adaptive_avg_pool2d(images, 7).flatten(1).numpy()
+    assign = KMeans(n_clusters=clusters, n_init=3, random_state=seed).fit_predict(thumbs)
+    groups = [torch.from_numpy((assign == c).nonzero()[0]) for c in range(clusters)]
+    return [g for g in groups if len(g)]
+
+
+class Standardizer:
+    """Running mean and variance (Welford), to put the three rewards on one scale."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def __call__(self, value: float) -> float:
+        self.n += 1
+        delta = value - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (value - self.mean)
+        std = (self.m2 / self.n) ** 0.5 if self.n > 1 else 1.0
+        return (value - self.mean) / (std + 1e-8)
+
+
+@register_attack("knockoff-adaptive")
+def knockoff_adaptive(
+    victim: BlackBoxVictim, thief: Thief, clusters: int = 20, round_size: int = 64, step: float = 0.5
+):
+    pool, g = thief.pool.images, thief.generator
+    arms = cluster_pool(pool, min(clusters, len(pool)), thief.config.seed)
+    preferences = torch.zeros(len(arms))
+    baseline, rounds = 0.0, 0
+    scale = {"certainty": Standardizer(), "diversity": Standardizer(), "loss": Standardizer()}
+    surrogate = thief.new_surrogate(pool[torch.randperm(len(pool), generator=g)[:1024]])
+    optimizer = torch.optim.Adam(surrogate.parameters(), lr=thief.config.lr)
+    seen = torch.zeros(len(arms), dtype=torch.long)
+    inputs, answers, mean_answer = [], [], None
+    while victim.remaining > 0:
+        policy = torch.softmax(preferences, 0)
+        arm = int(torch.multinomial(policy, 1, generator=g))
+        members = arms[arm]
+        pick = members[torch.randint(len(members), (min(round_size, victim.remaining),), generator=g)]
+        x = pool[pick]
+        if seen[arm] >= len(members):  # the cluster is used up: fresh views of its images
+            x = random_affine(x, g)
+        seen[arm] += len(pick)
+        y = victim.query(x)
+        inputs.append(x)
+        answers.append(y)
+
+        top2 = y.topk(2, -1).values
+        certainty = (top2[:, 0] - top2[:, 1]).mean().item()
+        mean_answer = y.mean(0) if mean_answer is None else 0.9 * mean_answer + 0.1 * y.mean(0)
+        diversity = (y - mean_answer).clamp_min(0).sum(-1).mean().item()
+        set_mode(surrogate, train=True)
+        loss = F.cross_entropy(surrogate(x), thief.targets(y))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        reward = sum(
+            scale[k](v) for k, v in (("certainty", certainty), ("diversity", diversity), ("loss", loss.item()))
+        )
+
+        rounds += 1
+        baseline += (reward - baseline) / rounds
+        onehot = F.one_hot(torch.tensor(arm), len(arms)).float()
+        preferences += step * (reward - baseline) * (onehot - policy)
+    return thief.train_surrogate(torch.cat(inputs), torch.cat(answers))

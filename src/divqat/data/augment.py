@@ -1,0 +1,32 @@
+"""Random affine augmentation on batches of images, used to stretch a small query pool."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def random_affine(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    degrees: float = 15.0,
+    translate: float = 0.1,
+    scale: tuple[float, float] = (0.85, 1.15),
+) -> torch.Tensor:
+    n = len(images)
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    factor = scale[0] + torch.rand(n, generator=generator) * (scale[1] - scale[0])
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * translate * 2  # grid units span [-1, 1]
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros").clamp_(0, 1)
+
+
+def sample_with_augmentation(images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n images: a random order of the pool, then augmented copies once the pool is used up."""
+    index = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(-(-n // len(images)))])[:n]
+    out = images[index].clone()
+    if n > len(images):
+        out[len(images) :] = random_affine(out[len(images) :], generator)
+    return out

@@ -1,0 +1,70 @@
+"""The defense registry. A defense maps the victim's probabilities (and the queried images,
+for defenses that look at them) to the probabilities the client receives.
+
+Parameters are validated in __post_init__, so a bad value fails before any query is answered.
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+from torch import Tensor
+
+from divqat.errors import DivqatError
+
+DEFENSES: dict[str, type] = {}
+
+
+def register_defense(name: str):
+    def wrap(cls):
+        cls.name = name
+        DEFENSES[name] = cls
+        return cls
+
+    return wrap
+
+
+class Defense:
+    """Base: subclasses are dataclasses and implement `perturb`."""
+
+    name = "none"
+    keeps_argmax = False  # promised by the defense: the top-1 class is never changed
+
+    def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, probs: Tensor, images: Tensor) -> Tensor:
+        return self.perturb(probs, images)
+
+    def fit(self, victim: Callable[[Tensor], Tensor], splits) -> "Defense":
+        """Defenses with a model of their own (MAD's surrogate, misinformation) train it here."""
+        return self
+
+
+def create_defense(name: str, params: dict[str, str | float] | None = None) -> Defense:
+    """A defense from its name and parameters given as strings (from the CLI) or numbers."""
+    if name not in DEFENSES:
+        raise DivqatError(f"unknown defense {name!r}; choose from {', '.join(sorted(DEFENSES))}")
+    cls = DEFENSES[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in (params or {}).items():
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise DivqatError(f"defense {name!r} has no parameter {key!r} (parameters: {known})")
+        kind = type(fields[key].default)
+        try:
+            kwargs[key] = kind(value)
+        except (TypeError, ValueError):
+            raise DivqatError(f"defense {name!r}: {key}={value!r} is not a {kind.__name__}") from None
+    return cls(**kwargs)
+
+
+def check_range(defense, key: str, low: float, high: float) -> None:
+    value = getattr(defense, key)
+    if not low <= value <= high:
+        raise DivqatError(f"defense {defense.name!r}: {key} must be in [{low}, {high}], got {value}")
+
+
+def renormalize(probs: Tensor) -> Tensor:
+    probs = probs.clamp_min(0)
+    return probs / probs.sum(-1, keepdim=True)
