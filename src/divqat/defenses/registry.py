@@ -53,10 +53,20 @@ def create_defense(name: str, params: dict[str, str | float] | None = None) -> D
             raise DivqatError(f"defense {name!r} has no parameter {key!r} (parameters: {known})")
         kind = type(fields[key].default)
         try:
-            kwargs[key] = kind(value)
+            kwargs[key] = parse_bool(value) if kind is bool else kind(value)
         except (TypeError, ValueError):
             raise DivqatError(f"defense {name!r}: {key}={value!r} is not a {kind.__name__}") from None
     return cls(**kwargs)
+
+
+def parse_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
 
 
 def check_range(defense, key: str, low: float, high: float) -> None:
