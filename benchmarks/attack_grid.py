@@ -17,7 +17,7 @@ import torch
 from divqat.attacks import AttackConfig
 from divqat.extraction import run_attack
 
-VICTIMS = ("qat", "paper-kl-a0.5", "nt-js-a1")
+VICTIMS = ("qat", "paper-kl-a0.5", "nt-js-a0.5", "nt-js-a1")
 
 
 def grid(seeds, victims):

@@ -123,7 +123,7 @@ def attack(
     if defense_param and not names:
         raise DivqatError("--defense-param needs a --defense")
     params = parse_params(defense_param or [])
-    defenses = tuple(create_defense(n, params if i == len(names) - 1 else {}) for i, n in enumerate(names))
+    defenses = tuple(create_defense(n, params if i == len(names) - 1 else {}, seed=seed) for i, n in enumerate(names))
     config = AttackConfig(attack, pool, budget, labels, surrogate, epochs, seed=seed)
     check_model_and_data_names(model=surrogate)
     result = run_attack(
@@ -153,6 +153,38 @@ def evaluate(
     from divqat.pipeline import evaluate as run_evaluate
 
     print_metrics(run_evaluate(run, data_root=data_root, test_limit=test_limit), f"evaluate {run}")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML), e.g. configs/fashion-mnist-small.yaml.")],
+    out: Annotated[Path, typer.Option(help="Results directory; rerun with the same one to resume.")],
+    jobs: Annotated[int, typer.Option(help="Jobs run at once (processes).")] = 1,
+    data_root: Annotated[Path | None, typer.Option(help="Where the dataset's files are.")] = None,
+    report: Annotated[bool, typer.Option(help="Write the report when the grid is done.")] = True,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+):
+    """Run an experiment grid; finished jobs are cached by hash and never recomputed."""
+    from divqat.experiments import load_experiment, run_experiment, write_report
+
+    if jobs < 1:
+        raise DivqatError(f"--jobs must be >= 1, got {jobs}")
+    experiment = load_experiment(config)
+    summary = run_experiment(experiment, out, jobs=jobs, data_root=data_root, quiet=quiet)
+    console.print(f"{summary['ran']} of {summary['jobs']} jobs run in {summary['seconds']:.0f} s")
+    if report:
+        console.print(f"report: {write_report(out)[0]}")
+
+
+@app.command(name="report")
+def report_command(
+    results: Annotated[Path, typer.Argument(help="A results directory written by `divqat run`.")],
+):
+    """Write report.md, report.html and PNG plots for a results directory."""
+    from divqat.experiments import write_report
+
+    for path in write_report(results):
+        console.print(str(path))
 
 
 @app.command()

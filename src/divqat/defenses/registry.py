@@ -40,8 +40,9 @@ class Defense:
         return self
 
 
-def create_defense(name: str, params: dict[str, str | float] | None = None) -> Defense:
-    """A defense from its name and parameters given as strings (from the CLI) or numbers."""
+def create_defense(name: str, params: dict[str, str | float] | None = None, seed: int | None = None) -> Defense:
+    """A defense from its name and parameters given as strings (from the CLI) or numbers;
+    `seed` seeds the defenses that draw random numbers or train a model, and is ignored by the rest."""
     if name not in DEFENSES:
         raise DivqatError(f"unknown defense {name!r}; choose from {', '.join(sorted(DEFENSES))}")
     cls = DEFENSES[name]
@@ -56,6 +57,8 @@ def create_defense(name: str, params: dict[str, str | float] | None = None) -> D
             kwargs[key] = parse_bool(value) if kind is bool else kind(value)
         except (TypeError, ValueError):
             raise DivqatError(f"defense {name!r}: {key}={value!r} is not a {kind.__name__}") from None
+    if seed is not None and "seed" in fields and "seed" not in kwargs:
+        kwargs["seed"] = seed
     return cls(**kwargs)
 
 

@@ -1,0 +1,115 @@
+"""An experiment expanded into jobs: FP victims, quantized victims, attacks (with defenses).
+
+Each job's directory is named by a hash of everything that determines its result, including
+the jobs it depends on, so a finished job is found again by any config that needs it.
+"""
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from divqat.attacks import AttackConfig
+from divqat.experiments.config import AttackSpec, Experiment, VictimSpec
+from divqat.train.victim import VictimConfig
+
+LEVELS = ("fp", "victim", "attack")  # a job only depends on jobs of earlier levels
+
+
+@dataclass(frozen=True)
+class Job:
+    level: str
+    key: str
+    labels: dict  # what the report groups by: seed, victim, alpha, attack, budget, labels, defense...
+    spec: dict  # the VictimConfig or AttackConfig (and defense) as plain data
+    needs: tuple[str, ...] = ()
+
+    @property
+    def directory(self) -> str:
+        return f"{self.level}-{self.key}"
+
+
+def make_job(level: str, labels: dict, spec: dict, needs: tuple[str, ...] = ()) -> Job:
+    blob = json.dumps({"level": level, "spec": spec, "needs": needs}, sort_keys=True)
+    return Job(level, hashlib.sha256(blob.encode()).hexdigest()[:16], labels, spec, needs)
+
+
+def victim_label(spec: VictimSpec, alpha: float) -> str:
+    return f"{spec.name}-a{alpha:g}" if spec.method == "divqat" else spec.name
+
+
+def victim_names(experiment: Experiment) -> list[str]:
+    return [victim_label(v, a) for v in experiment.victims for a in (v.alphas if v.method == "divqat" else (0.0,))]
+
+
+def victim_config(experiment: Experiment, spec: VictimSpec, alpha: float, seed: int) -> VictimConfig:
+    t = experiment.train
+    return VictimConfig(
+        dataset=experiment.dataset, model=experiment.model, method=spec.method, alpha=alpha,
+        divergence=spec.divergence, non_target=spec.non_target, logq_floor=spec.logq_floor, hinge=spec.hinge,
+        warmup=spec.warmup, weight_bits=spec.weight_bits, epochs=t.epochs, lr=t.lr, fp_epochs=t.fp_epochs,
+        fp_lr=t.fp_lr, batch_size=t.batch_size, seed=seed, train_limit=t.train_limit,
+    )  # fmt: skip
+
+
+def attack_configs(experiment: Experiment, spec: AttackSpec, seed: int):
+    for budget in spec.budgets:
+        for labels in spec.labels:
+            surrogate = spec.surrogate or experiment.model
+            yield AttackConfig(spec.attack, spec.pool, budget, labels, surrogate, spec.epochs, seed=seed)
+
+
+def attack_job(victim: Job, config: AttackConfig, defense: dict | None, seed: int) -> Job:
+    labels = {
+        **victim.labels,
+        "kind": "defense" if defense else "attack",
+        "attack": config.attack,
+        "pool": config.pool,
+        "budget": config.budget,
+        "labels": config.labels,
+        "defense": defense["name"] if defense else "none",
+        "defense_param": defense["param"] if defense else None,
+        "defense_value": defense["value"] if defense else 0.0,
+    }
+    spec = {"attack": dataclasses.asdict(config), "defense": defense}
+    return make_job("attack", labels, spec, (victim.key,))
+
+
+def expand(experiment: Experiment) -> list[Job]:
+    jobs: list[Job] = []
+    for seed in experiment.seeds:
+        first = experiment.victims[0]
+        fp_config = dataclasses.replace(victim_config(experiment, first, 0.0, seed), method="fp")
+        fp = make_job("fp", {"seed": seed, "victim": "fp", "method": "fp", "alpha": 0.0}, dataclasses.asdict(fp_config))
+        jobs.append(fp)
+        victims: dict[str, Job] = {}
+        for spec in experiment.victims:
+            for alpha in spec.alphas if spec.method == "divqat" else (0.0,):
+                if spec.method == "fp":
+                    victims[spec.name] = fp
+                    continue
+                config = victim_config(experiment, spec, alpha, seed)
+                name = victim_label(spec, alpha)
+                labels = {"seed": seed, "victim": name, "form": spec.name, "method": spec.method, "alpha": alpha}
+                victims[name] = make_job("victim", labels, dataclasses.asdict(config), (fp.key,))
+                jobs.append(victims[name])
+        for victim in victims.values():
+            for spec in experiment.attacks:
+                jobs.extend(attack_job(victim, config, None, seed) for config in attack_configs(experiment, spec, seed))
+        if experiment.defenses:
+            d = experiment.defenses
+            for name in d.victims:
+                for config in attack_configs(experiment, d.attack, seed):
+                    jobs.append(attack_job(victims[name], config, None, seed))
+                    for sweep in d.sweeps:
+                        (param, values), = sweep.values.items()  # fmt: skip
+                        for value in values:
+                            defense = {
+                                "name": sweep.name,
+                                "params": {**sweep.params, param: value},
+                                "param": param,
+                                "value": value,
+                            }
+                            jobs.append(attack_job(victims[name], config, defense, seed))
+    unique = {job.key: job for job in jobs}  # the undefended attack can appear twice
+    return list(unique.values())

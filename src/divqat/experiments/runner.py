@@ -1,0 +1,105 @@
+"""`divqat run`: execute an experiment's jobs, cached by hash, resumable, optionally in parallel.
+
+A job's directory appears only when the job is complete (runs are staged and renamed), so a
+runner killed at any point restarts with every finished job intact and recomputes none of them.
+"""
+
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import torch
+
+from divqat.artifacts import METRICS, write_json
+from divqat.experiments.config import Experiment
+from divqat.experiments.grid import LEVELS, Job, expand
+from divqat.ui import progress_bar
+
+RESULT = "result.json"
+INDEX = "index.json"
+
+
+def result_file(job: Job) -> str:
+    return RESULT if job.level == "attack" else METRICS
+
+
+def is_done(out: Path, job: Job) -> bool:
+    return (out / "jobs" / job.directory / result_file(job)).is_file()
+
+
+def execute(job: Job, out: Path, data_root: Path | None, threads: int) -> float:
+    """Run one job in this process; returns its wall time."""
+    from divqat import pipeline
+    from divqat.attacks import AttackConfig
+    from divqat.defenses import create_defense
+    from divqat.extraction import run_attack
+    from divqat.train.victim import VictimConfig
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    target = out / "jobs" / job.directory
+    needs = [out / "jobs" / f"{LEVELS[LEVELS.index(job.level) - 1]}-{k}" for k in job.needs]
+    if job.level in ("fp", "victim"):
+        fp_from = needs[0] if needs else None
+        pipeline.train(
+            VictimConfig(**job.spec), target, data_root=data_root, fp_from=fp_from, overwrite=True, quiet=True
+        )
+    else:
+        defense = job.spec["defense"]
+        defenses = (create_defense(defense["name"], defense["params"], seed=config_seed(job)),) if defense else ()
+        config = AttackConfig(**job.spec["attack"])
+        run_attack(needs[0], config, target, data_root=data_root, defenses=defenses, overwrite=True)
+    return time.perf_counter() - start
+
+
+def config_seed(job: Job) -> int:
+    return job.spec["attack"]["seed"]
+
+
+def write_index(out: Path, experiment: Experiment, jobs: list[Job]) -> None:
+    import dataclasses
+
+    index = [{"level": j.level, "directory": j.directory, "labels": j.labels} for j in jobs]
+    write_json(out / "experiment.json", dataclasses.asdict(experiment))
+    write_json(out / INDEX, index)
+
+
+def run_experiment(
+    experiment: Experiment, out: Path, *, jobs: int = 1, data_root: Path | None = None, quiet: bool = False
+) -> dict:
+    planned = expand(experiment)
+    (out / "jobs").mkdir(parents=True, exist_ok=True)
+    write_index(out, experiment, planned)
+    todo = [j for j in planned if not is_done(out, j)]
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    start = time.perf_counter()
+    with progress_bar(quiet) as bar:
+        grid = bar.add_task(f"{experiment.name}: grid", total=len(planned), completed=len(planned) - len(todo))
+        current = bar.add_task("", total=None)
+        for level in LEVELS:
+            batch = [j for j in todo if j.level == level]
+            if jobs <= 1:
+                for job in batch:
+                    bar.update(current, description=f"{level} {describe(job)}")
+                    execute(job, out, data_root, threads)
+                    bar.advance(grid)
+            else:
+                context = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+                    pending = {pool.submit(execute, job, out, data_root, threads): job for job in batch}
+                    while pending:
+                        bar.update(current, description=f"{level}: {len(pending)} left, {jobs} at a time")
+                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            pending.pop(future)
+                            future.result()  # re-raises a job's error here
+                            bar.advance(grid)
+        bar.update(current, description="done", total=1, completed=1)
+    return {"jobs": len(planned), "ran": len(todo), "seconds": time.perf_counter() - start}
+
+
+def describe(job: Job) -> str:
+    return json.dumps({k: v for k, v in job.labels.items() if v not in (None, "none")}, separators=(",", ":"))

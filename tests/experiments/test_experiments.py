@@ -1,0 +1,145 @@
+"""Configs, the resumable runner and the report, on a grid small enough for a test."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from divqat.cli import main
+from divqat.errors import DivqatError
+from divqat.experiments import load_experiment, run_experiment, write_report
+from divqat.experiments import runner as runner_module
+from divqat.experiments.grid import expand
+
+TINY = {
+    "name": "tiny",
+    "dataset": "fashion-mnist",
+    "model": "lenet5",
+    "seeds": [0],
+    "train": {"fp_epochs": 2, "epochs": 1, "lr": 1.0e-3, "batch_size": 128},
+    "victims": [
+        {"name": "qat", "method": "qat"},
+        {"name": "nt-js", "method": "divqat", "divergence": "js", "non_target": True, "alphas": [1.0]},
+    ],
+    "attacks": [{"attack": "knockoff", "pool": "in", "budgets": [300], "labels": ["soft"], "epochs": 2}],
+    "defenses": {
+        "victims": ["qat"],
+        "attack": {"attack": "knockoff", "pool": "in", "budgets": [300], "labels": ["soft"], "epochs": 2},
+        "sweeps": [{"name": "reverse-sigmoid", "params": {"gamma": 0.2}, "values": {"beta": [0.2]}}],
+    },
+}
+TIMING = {"attack_seconds", "answer_seconds_per_query", "epoch_seconds", "fp_epoch_seconds", "victim"}
+
+
+def write(tmp_path, config) -> object:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def results(out) -> dict:
+    found = {}
+    for path in sorted((out / "jobs").glob("*/*.json")):
+        if path.name in ("result.json", "metrics.json"):
+            found[path.parent.name] = {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING}
+    return found
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        (lambda c: c.update(seeds="zero"), "config.seeds[0]"),
+        (lambda c: c.update(colour="red"), "config.colour"),
+        (lambda c: c["victims"][1].update(alphas=[-1.0]), "victims[1].alphas"),
+        (lambda c: c["victims"][0].update(method="magic"), "victims[0].method"),
+        (lambda c: c["attacks"][0].update(budgets=[0]), "attacks[0].budgets"),
+        (lambda c: c["attacks"][0].update(attack="copycat"), "attacks[0].attack"),
+        (lambda c: c["attacks"][0].update(epochs="many"), "config.attacks[0].epochs"),
+        (lambda c: c["defenses"].update(victims=["nobody"]), "defenses.victims[0]"),
+        (lambda c: c["defenses"]["sweeps"][0].update(name="blur"), "defenses.sweeps[0].name"),
+        (lambda c: c.pop("victims"), "config.victims"),
+        (lambda c: c.update(dataset="imagenet"), "dataset"),
+    ],
+)
+def test_invalid_config_names_the_field(tmp_path, capsys, change, field):
+    config = json.loads(json.dumps(TINY))
+    change(config)
+    path = write(tmp_path, config)
+    with pytest.raises(DivqatError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        load_experiment(path)
+    assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and field in err and "Traceback" not in err
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(DivqatError, match="not valid YAML"):
+        load_experiment(bad)
+    with pytest.raises(DivqatError, match="no such config file"):
+        load_experiment(tmp_path / "absent.yaml")
+
+
+def test_grid_shape():
+    from divqat.experiments.config import Experiment, convert
+
+    jobs = expand(convert(Experiment, TINY, "config"))
+    levels = [j.level for j in jobs]
+    assert levels.count("fp") == 1 and levels.count("victim") == 2
+    assert levels.count("attack") == 3  # 2 victims x 1 attack, + 1 defended (the undefended one is shared)
+    assert len({j.key for j in jobs}) == len(jobs)
+
+
+def test_killed_runner_resumes_without_recomputing(tmp_path, tiny_root, monkeypatch):
+    experiment = load_experiment(write(tmp_path, TINY))
+    original = runner_module.execute
+    calls = []
+
+    def killed_after_three(job, out, data_root, threads):
+        if len(calls) == 3:  # die in the middle of the 4th job, leaving a half-written directory
+            (out / "jobs" / f".{job.directory}.partial").mkdir()
+            raise KeyboardInterrupt
+        calls.append(job.key)
+        return original(job, out, data_root, threads)
+
+    monkeypatch.setattr(runner_module, "execute", killed_after_three)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(experiment, out, data_root=tiny_root, quiet=True)
+    finished = dict(results(out))
+    assert len(finished) == 3
+
+    resumed = []
+
+    def counting(job, out, data_root, threads):
+        resumed.append(job.key)
+        return original(job, out, data_root, threads)
+
+    monkeypatch.setattr(runner_module, "execute", counting)
+    summary = run_experiment(experiment, out, data_root=tiny_root, quiet=True)
+    assert summary == {**summary, "jobs": 6, "ran": 3}
+    assert not set(resumed) & set(calls)  # nothing finished was recomputed
+    after = results(out)
+    assert all(after[k] == v for k, v in finished.items())  # and nothing finished was rewritten
+
+    monkeypatch.setattr(runner_module, "execute", original)
+    clean = tmp_path / "uninterrupted"
+    run_experiment(experiment, clean, data_root=tiny_root, quiet=True)
+    assert results(clean) == after
+
+    paths = write_report(out)
+    report = (out / "report.md").read_text()
+    assert "Victims" in report and "nt-js-a1" in report and "reverse-sigmoid" in report
+    assert (out / "report.html").is_file() and (out / "alpha.png").stat().st_size > 1000
+    assert all(p.exists() for p in paths)
+
+    shutil.rmtree(out / "jobs")
+    with pytest.raises(DivqatError, match="no finished jobs"):
+        write_report(out)
+
+
+def test_report_of_a_non_results_directory(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a results directory" in capsys.readouterr().err
