@@ -95,7 +95,7 @@ def attack(
     victim: Annotated[Path, typer.Option(help="Victim run directory (from `divqat train`).")],
     out: Annotated[Path, typer.Option(help="Result directory to write (must be new or empty).")],
     attack: Annotated[str, typer.Option(help="knockoff, knockoff-adaptive, jbda or dfme.")] = "knockoff",
-    pool: Annotated[str, typer.Option(help="in, ood or mixed (ood with 1/5 in-distribution).")] = "ood",
+    pool: Annotated[str, typer.Option(help="in, ood or mixed (the in pool plus 4x as many ood images).")] = "ood",
     budget: Annotated[int, typer.Option(help="Queries the thief may make.")] = 10_000,
     labels: Annotated[str, typer.Option(help="soft: train on probabilities; hard: on top-1 labels.")] = "soft",
     surrogate: Annotated[str, typer.Option(help="Surrogate architecture.")] = "lenet5",

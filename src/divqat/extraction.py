@@ -9,6 +9,7 @@ from divqat import artifacts, metrics
 from divqat.attacks import AttackConfig, Thief, get_attack
 from divqat.blackbox import BlackBoxVictim, load_backend
 from divqat.data import ImageSet, Splits, digits, get_dataset, load_splits
+from divqat.data.augment import sample_with_augmentation
 from divqat.defenses import Defense
 from divqat.train import predict_proba
 
@@ -34,9 +35,12 @@ def query_pool(kind: str, splits: Splits, data_root: Path | None) -> ImageSet:
     ood = ood_pool(splits, data_root)
     if kind == "ood":
         return ood
-    # mixed: the out-of-distribution pool with in-distribution images making up one fifth of it
-    extra = splits.thief_pool.head(len(ood) // 4)
-    return ImageSet(torch.cat([ood.images, extra.images]), torch.cat([ood.labels, extra.labels]))
+    # mixed: KnockoffNets' setting, a large pool that is mostly irrelevant: the whole thief-pool
+    # split plus four times as many out-of-distribution images (augmented views where needed).
+    inside = splits.thief_pool
+    junk = sample_with_augmentation(ood.images, 4 * len(inside), torch.Generator().manual_seed(0))
+    labels = torch.cat([torch.full((len(junk),), -1), inside.labels])  # -1: not a victim class
+    return ImageSet(torch.cat([junk, inside.images]), labels)
 
 
 def run_attack(

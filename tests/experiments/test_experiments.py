@@ -60,6 +60,7 @@ def results(out) -> dict:
         (lambda c: c["defenses"]["sweeps"][0].update(name="blur"), "defenses.sweeps[0].name"),
         (lambda c: c.pop("victims"), "config.victims"),
         (lambda c: c.update(dataset="imagenet"), "dataset"),
+        (lambda c: c["attacks"][0].update(victims=["ghost"]), "attacks[0].victims[0]"),
     ],
 )
 def test_invalid_config_names_the_field(tmp_path, capsys, change, field):
@@ -90,6 +91,10 @@ def test_grid_shape():
     assert levels.count("fp") == 1 and levels.count("victim") == 2
     assert levels.count("attack") == 3  # 2 victims x 1 attack, + 1 defended (the undefended one is shared)
     assert len({j.key for j in jobs}) == len(jobs)
+    only_qat = json.loads(json.dumps(TINY))
+    only_qat["attacks"][0]["victims"] = ["qat"]
+    jobs = expand(convert(Experiment, only_qat, "config"))
+    assert {j.labels["victim"] for j in jobs if j.level == "attack"} == {"qat"}
 
 
 def test_killed_runner_resumes_without_recomputing(tmp_path, tiny_root, monkeypatch):
@@ -131,7 +136,7 @@ def test_killed_runner_resumes_without_recomputing(tmp_path, tiny_root, monkeypa
 
     paths = write_report(out)
     report = (out / "report.md").read_text()
-    assert "Victims" in report and "nt-js-a1" in report and "reverse-sigmoid" in report
+    assert "Victims" in report and "nt-js-a1" in report and "reverse-sigmoid" in report and "Effective" in report
     assert (out / "report.html").is_file() and (out / "alpha.png").stat().st_size > 1000
     assert all(p.exists() for p in paths)
 

@@ -32,6 +32,21 @@ def cluster_pool(images: torch.Tensor, clusters: int, seed: int) -> list[torch.T
     return [g for g in groups if len(g)]
 
 
+class ArmQueue:
+    """A cluster's images in random order, each drawn once per pass (never twice in a pass)."""
+
+    def __init__(self, members: torch.Tensor, generator: torch.Generator):
+        self.members, self.generator, self.passes = members, generator, 0
+        self.order = members[torch.randperm(len(members), generator=generator)]
+
+    def take(self, n: int) -> tuple[torch.Tensor, bool]:
+        if len(self.order) == 0:
+            self.passes += 1
+            self.order = self.members[torch.randperm(len(self.members), generator=self.generator)]
+        pick, self.order = self.order[:n], self.order[n:]
+        return pick, self.passes == 0
+
+
 class Standardizer:
     """Running mean and variance (Welford), to put the three rewards on one scale."""
 
@@ -58,17 +73,13 @@ def knockoff_adaptive(
     scale = {"certainty": Standardizer(), "diversity": Standardizer(), "loss": Standardizer()}
     surrogate = thief.new_surrogate(pool[torch.randperm(len(pool), generator=g)[:1024]])
     optimizer = torch.optim.Adam(surrogate.parameters(), lr=thief.config.lr)
-    seen = torch.zeros(len(arms), dtype=torch.long)
+    queues = [ArmQueue(members, g) for members in arms]
     inputs, answers, mean_answer = [], [], None
     while victim.remaining > 0:
         policy = torch.softmax(preferences, 0)
         arm = int(torch.multinomial(policy, 1, generator=g))
-        members = arms[arm]
-        pick = members[torch.randint(len(members), (min(round_size, victim.remaining),), generator=g)]
-        x = pool[pick]
-        if seen[arm] >= len(members):  # the cluster is used up: fresh views of its images
-            x = random_affine(x, g)
-        seen[arm] += len(pick)
+        pick, fresh = queues[arm].take(min(round_size, victim.remaining))
+        x = pool[pick] if fresh else random_affine(pool[pick], g)  # used-up cluster: new views
         y = victim.query(x)
         inputs.append(x)
         answers.append(y)

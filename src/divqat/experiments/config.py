@@ -59,6 +59,7 @@ class AttackSpec:
     labels: tuple[str, ...] = ("soft", "hard")
     epochs: int = 20
     surrogate: str | None = None  # default: the victims' architecture
+    victims: tuple[str, ...] | None = None  # default: every victim
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,13 @@ def check(experiment: Experiment) -> None:
         need(a.pool in POOLS, f"{where}.pool", f"unknown pool {a.pool!r}")
         need(all(b > 0 for b in a.budgets), f"{where}.budgets", "budgets must be positive")
         need(all(lab in LABEL_MODES for lab in a.labels), f"{where}.labels", "labels must be soft or hard")
-    if experiment.defenses:
-        from divqat.experiments.grid import victim_names
+    from divqat.experiments.grid import victim_names
 
-        known = victim_names(experiment)
+    known = victim_names(experiment)
+    for i, a in enumerate(experiment.attacks):
+        for j, name in enumerate(a.victims or ()):
+            need(name in known, f"attacks[{i}].victims[{j}]", f"unknown victim {name!r} (known: {', '.join(known)})")
+    if experiment.defenses:
         for i, name in enumerate(experiment.defenses.victims):
             need(name in known, f"defenses.victims[{i}]", f"unknown victim {name!r} (known: {', '.join(known)})")
         for i, s in enumerate(experiment.defenses.sweeps):

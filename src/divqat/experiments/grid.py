@@ -93,9 +93,10 @@ def expand(experiment: Experiment) -> list[Job]:
                 labels = {"seed": seed, "victim": name, "form": spec.name, "method": spec.method, "alpha": alpha}
                 victims[name] = make_job("victim", labels, dataclasses.asdict(config), (fp.key,))
                 jobs.append(victims[name])
-        for victim in victims.values():
+        for name, victim in victims.items():
             for spec in experiment.attacks:
-                jobs.extend(attack_job(victim, config, None, seed) for config in attack_configs(experiment, spec, seed))
+                if spec.victims is None or name in spec.victims:
+                    jobs.extend(attack_job(victim, c, None, seed) for c in attack_configs(experiment, spec, seed))
         if experiment.defenses:
             d = experiment.defenses
             for name in d.victims:
