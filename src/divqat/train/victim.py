@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from divqat.data import Splits
+from divqat.device import default_device
 from divqat.errors import DivqatError
 from divqat.models import create_model
 from divqat.quant import QuantConfig, calibrate, convert, prepare
@@ -80,15 +81,16 @@ def new_model(config: VictimConfig, splits: Splits) -> nn.Module:
 
 def train_fp(config: VictimConfig, splits: Splits, quiet: bool = False) -> tuple[nn.Module, History]:
     torch.manual_seed(config.seed)
-    model = new_model(config, splits)
+    model = new_model(config, splits).to(default_device())
     train = splits.victim_train.head(config.train_limit)
     run = TrainConfig(config.fp_epochs, config.batch_size, config.fp_lr, seed=config.seed)
     history = fit(model, {"inputs": train.images, "targets": train.labels}, cross_entropy, run, label="fp", quiet=quiet)
-    return model, history
+    return model.cpu(), history
 
 
 def quantize(config: VictimConfig, splits: Splits, fp: nn.Module, quiet: bool = False) -> Victim:
-    """PTQ, QAT or DivQAT from a trained FP model, which is left untouched."""
+    """PTQ, QAT or DivQAT from a trained FP model, which is left untouched. The fake-quantized
+    graph trains on the CPU: the x86 PT2E flow targets CPU int8 kernels."""
     train = splits.victim_train.head(config.train_limit)
     qconfig = config.quant_config()
     if config.method == "ptq":
