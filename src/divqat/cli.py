@@ -34,7 +34,7 @@ def train(
     dataset: Annotated[str, typer.Option(help="Victim's dataset.")] = "fashion-mnist",
     model: Annotated[str, typer.Option(help="Architecture from the model registry.")] = "lenet5",
     method: Annotated[str, typer.Option(help="fp, ptq, qat or divqat.")] = "divqat",
-    alpha: Annotated[float, typer.Option(help="DivQAT divergence weight (>= 0).")] = 1.0,
+    alpha: Annotated[float, typer.Option(help="DivQAT divergence weight (>= 0).")] = 0.5,
     divergence: Annotated[str, typer.Option(help="kl (the paper's), reverse-kl or js.")] = "js",
     non_target: Annotated[
         bool, typer.Option("--non-target/--all-classes", help="Divergence over the non-target classes only.")

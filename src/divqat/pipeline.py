@@ -2,6 +2,7 @@
 
 import dataclasses
 import shutil
+import statistics
 from pathlib import Path
 
 from divqat import artifacts, metrics
@@ -31,13 +32,16 @@ def divqat_settings(config: VictimConfig) -> dict:
     return {k: getattr(config, k) for k in keys}
 
 
+def fmean_or_none(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
 def measure(config: VictimConfig, splits: Splits, victim: Victim, deployed: OnnxModel) -> dict:
     """Test-set metrics; the deployed model is measured as shipped, through onnxruntime."""
     test = splits.test
     fp_probs = predict_proba(victim.fp, test.images)
     probs = deployed.predict_proba(test.images)
     quantized = config.method != "fp"
-    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     return {
         **{k: getattr(config, k) for k in ("method", "dataset", "model", "seed", "epochs")},
         **divqat_settings(config),
@@ -49,8 +53,8 @@ def measure(config: VictimConfig, splits: Splits, victim: Victim, deployed: Onnx
         "kl_fp_int8": metrics.mean_kl(fp_probs, probs) if quantized else None,
         "mean_max_prob": metrics.mean_max_prob(probs),
         "fp_mean_max_prob": metrics.mean_max_prob(fp_probs),
-        "epoch_seconds": mean(victim.history.epoch_seconds),
-        "fp_epoch_seconds": mean(victim.fp_history.epoch_seconds),
+        "epoch_seconds": fmean_or_none(victim.history.epoch_seconds),
+        "fp_epoch_seconds": fmean_or_none(victim.fp_history.epoch_seconds),
         "train_loss": victim.history.epoch_loss[-1] if victim.history.epoch_loss else None,
         "test_size": len(test),
     }
@@ -79,7 +83,7 @@ def train(
         splits = dataclasses.replace(splits, test=splits.test.head(test_limit))
     fp = load_fp_for(config, fp_from) if fp_from else None
     victim = build_victim(config, splits, fp, quiet)
-    meta = run_meta(config, splits)
+    meta = {**run_meta(config, splits), "fp_from": str(fp_from) if fp_from else None}
     staging = artifacts.stage_run(out, config, meta, victim)
     try:
         result = measure(config, splits, victim, OnnxModel(staging / artifacts.ONNX))

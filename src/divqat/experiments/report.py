@@ -64,6 +64,25 @@ def group(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     return groups
 
 
+SETTING = ("attack", "pool", "budget", "labels")
+
+
+def defense_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Defended attacks, and the undefended runs of exactly the attack settings they used."""
+    defended = [r for r in rows if r["level"] == "attack" and r.get("kind") == "defense"]
+    settings = {tuple(r[k] for k in SETTING) for r in defended}
+    plain = [r for r in rows if r["level"] == "attack" and r["defense"] == "none"
+             and tuple(r[k] for k in SETTING) in settings]  # fmt: skip
+    return defended, plain
+
+
+def save(fig, path: Path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def victim_order(name: str) -> tuple:
     return (name != "fp", name != "qat", name)
 
@@ -169,18 +188,16 @@ def plot_alpha(rows: list[dict], path: Path) -> bool:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return save(fig, path)
 
 
 def plot_defenses(rows: list[dict], path: Path) -> bool:
-    attacks = [r for r in rows if r["level"] == "attack"]
-    names = sorted({r["defense"] for r in attacks if r.get("kind") == "defense"})
+    defended, plain = defense_rows(rows)
+    attacks = defended + plain
+    names = sorted({r["defense"] for r in defended})
     if not names:
         return False
-    defended_victims = sorted({r["victim"] for r in attacks if r.get("kind") == "defense"}, key=victim_order)
+    defended_victims = sorted({r["victim"] for r in defended}, key=victim_order)
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         for victim in defended_victims:
@@ -193,15 +210,12 @@ def plot_defenses(rows: list[dict], path: Path) -> bool:
         ax.set(title=name, xlabel="defender accuracy %", ylabel="attacker accuracy %")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return save(fig, path)
 
 
 def plot_latency(rows: list[dict], path: Path) -> bool:
-    attacks = [r for r in rows if r["level"] == "attack" and "answer_seconds_per_query" in r]
-    by = group(attacks, "defense")
+    defended, plain = defense_rows(rows)
+    by = group(defended + plain, "defense")
     if len(by) < 2:
         return False
     names = sorted(n for (n,) in by)
@@ -209,10 +223,7 @@ def plot_latency(rows: list[dict], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(names, values)
     ax.set(ylabel="microseconds per query (batches of 512)", title="Answer latency per defense")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    return save(fig, path)
 
 
 def write_report(out: Path) -> list[Path]:

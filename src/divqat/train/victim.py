@@ -29,7 +29,7 @@ class VictimConfig:
     model: str = "lenet5"
     method: str = "divqat"
     # DivQAT objective (see DivQATLoss); defaults are the bounded form chosen in docs/divqat.md.
-    alpha: float = 1.0
+    alpha: float = 0.5
     divergence: str = "js"
     non_target: bool = True
     logq_floor: float = 0.0
