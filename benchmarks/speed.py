@@ -6,7 +6,8 @@
    softmax is cached once before training (its cost is reported separately); the extra work per
    step is then only the divergence. Interleaved repeats, medians.
 2. Inference throughput at batch 256: FP32 eager vs the int8 model through oneDNN kernels
-   (torch.compile of the converted PT2E graph) and through onnxruntime (the deployed file).
+   (torch.compile of the converted PT2E graph) and through onnxruntime (the deployed file);
+   and the same FP32 / int8 comparison for a CIFAR-size ResNet-20 (shapes only).
 """
 
 import argparse
@@ -18,6 +19,7 @@ import torch
 
 from divqat import artifacts
 from divqat.data import load_splits
+from divqat.models import create_model
 from divqat.quant import OnnxModel, QuantConfig, compile_int8, convert, prepare
 from divqat.train import DivQATLoss, TrainConfig, cross_entropy, fit, predict_proba
 
@@ -71,6 +73,19 @@ def inference(fp, run: Path, splits, batch: int) -> dict:
     }
 
 
+def inference_shape_only(name: str, shape: tuple[int, int, int], batch: int) -> dict:
+    """Throughput depends on shapes, not weights: a randomly initialised model, calibrated on
+    random images, compared FP32 eager vs int8 oneDNN at the same batch."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, input_shape=shape).eval()
+    prepared = prepare(model, shape, QuantConfig(8, 8), qat=False)
+    prepared(torch.rand(512, *shape))
+    int8 = compile_int8(convert(prepared))
+    x = torch.rand(batch, *shape)
+    fp32, q = throughput(model, x), throughput(int8, x)
+    return {f"{name}_fp32_eager_img_s": fp32, f"{name}_int8_onednn_img_s": q, f"{name}_int8_vs_fp32": q / fp32}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fp", type=Path, default=Path("runs/sweep/seed0/fp"), help="An FP run directory.")
@@ -81,7 +96,9 @@ def main() -> None:
     fp = artifacts.load_fp(args.fp)
     splits = load_splits("fashion-mnist")
     print(f"threads: {torch.get_num_threads()}")
-    for key, value in (epoch_times(fp, splits, args.repeats) | inference(fp, args.int8, splits, args.batch)).items():
+    results = epoch_times(fp, splits, args.repeats) | inference(fp, args.int8, splits, args.batch)
+    results |= inference_shape_only("resnet20", (3, 32, 32), args.batch)
+    for key, value in results.items():
         print(f"{key}: {value:.3f}")
 
 

@@ -186,6 +186,9 @@ def test_attack_writes_result(capsys, tmp_path, fp_run, tiny_root):
         (["--defense", "top-k", "--defense-param", "k=0"], "k must be in"),
         (["--defense", "top-k", "--defense-param", "depth=2"], "no parameter 'depth'"),
         (["--defense-param", "k=2"], "needs a --defense"),
+        (["--defense-sweep", "k=1,2"], "needs a --defense"),
+        (["--defense", "top-k", "--defense-sweep", "k"], "takes key=v1,v2"),
+        (["--defense", "top-k", "--defense-sweep", "k=2,0"], "k must be in"),
     ],
 )
 def test_bad_attack_inputs(capsys, tmp_path, fp_run, args, match):
@@ -207,3 +210,14 @@ def test_bad_victim_directory(capsys, tmp_path, fp_run, tiny_root, damage):
     )
     match = {"missing": "is not a directory", "empty": "not a divqat run directory", "corrupt-onnx": "not a valid ONNX"}
     assert_one_line_error(code, err, match[damage])
+
+
+def test_defense_sweep_writes_one_result_per_value(capsys, tmp_path, fp_run, tiny_root):
+    out = tmp_path / "sweep"
+    args = ["attack", "--victim", str(fp_run), "--out", str(out), "--pool", "in", "--budget", "200", "--epochs", "1"]
+    args += ["--backend", "fp", "--defense", "rounding", "--defense-sweep", "decimals=1,3", "--quiet"]
+    assert main([*args, "--data-root", str(tiny_root)]) == 0
+    results = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/result.json")}
+    assert sorted(results) == ["decimals-1", "decimals-3"]
+    assert results["decimals-1"]["defenses"][0]["decimals"] == 1
+    assert results["decimals-1"]["defense_l1"] >= results["decimals-3"]["defense_l1"]

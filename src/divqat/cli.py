@@ -90,6 +90,14 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
+def parse_sweep(text: str) -> tuple[str, list[str]]:
+    key, sep, values = text.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not key.strip() or not items:
+        raise DivqatError(f"--defense-sweep takes key=v1,v2,..., got {text!r}")
+    return key.strip(), items
+
+
 @app.command()
 def attack(
     victim: Annotated[Path, typer.Option(help="Victim run directory (from `divqat train`).")],
@@ -106,11 +114,16 @@ def attack(
     defense_param: Annotated[
         list[str] | None, typer.Option(help="key=value for the last --defense, repeatable.")
     ] = None,
+    defense_sweep: Annotated[
+        str | None, typer.Option(help="key=v1,v2,...: one run per value of the last defense's parameter.")
+    ] = None,
     data_root: Annotated[Path | None, typer.Option(help="Where the dataset's files are.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing result directory.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ):
-    """Steal a victim through its black-box interface; write result.json and the surrogate."""
+    """Steal a victim through its black-box interface; write result.json and the surrogate.
+
+    With --defense-sweep, OUT holds one result directory per value (e.g. OUT/beta-0.1)."""
     from divqat.attacks import AttackConfig, get_attack
     from divqat.blackbox import BACKENDS
     from divqat.defenses import create_defense
@@ -123,13 +136,25 @@ def attack(
     if defense_param and not names:
         raise DivqatError("--defense-param needs a --defense")
     params = parse_params(defense_param or [])
-    defenses = tuple(create_defense(n, params if i == len(names) - 1 else {}, seed=seed) for i, n in enumerate(names))
+    runs = {out: params}
+    if defense_sweep:
+        if not names:
+            raise DivqatError("--defense-sweep needs a --defense")
+        key, values = parse_sweep(defense_sweep)
+        runs = {out / f"{key}-{v}": {**params, key: v} for v in values}
     config = AttackConfig(attack, pool, budget, labels, surrogate, epochs, seed=seed)
     check_model_and_data_names(model=surrogate)
-    result = run_attack(
-        victim, config, out, data_root=data_root, backend=backend, defenses=defenses, overwrite=overwrite, quiet=quiet
-    )
-    print_metrics({k: v for k, v in result.items() if k != "defenses"}, f"{attack} -> {out}")
+    # Every defense of every run is built (and so validated) before the first run starts.
+    chains = {
+        target: tuple(create_defense(n, p if i == len(names) - 1 else {}, seed=seed) for i, n in enumerate(names))
+        for target, p in runs.items()
+    }
+    for target, defenses in chains.items():
+        result = run_attack(
+            victim, config, target, data_root=data_root, backend=backend, defenses=defenses, overwrite=overwrite,
+            quiet=quiet,
+        )  # fmt: skip
+        print_metrics({k: v for k, v in result.items() if k != "defenses"}, f"{attack} -> {target}")
 
 
 def check_model_and_data_names(model: str | None = None, dataset: str | None = None) -> None:

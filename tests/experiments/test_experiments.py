@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -148,3 +149,9 @@ def test_killed_runner_resumes_without_recomputing(tmp_path, tiny_root, monkeypa
 def test_report_of_a_non_results_directory(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a results directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")))
+def test_shipped_configs_are_valid(path):
+    experiment = load_experiment(path)
+    assert expand(experiment)
