@@ -168,23 +168,27 @@ def plot_alpha(rows: list[dict], path: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     qat = [r for r in victims if r["method"] == "qat"]
+    # The thief shown: the setting run against the most victims, at its largest budget.
+    coverage = group(attacks, "attack", "pool", "budget")
+    headline = max(coverage, key=lambda k: (len({r["victim"] for r in coverage[k]}), k[2])) if coverage else None
     for form in forms:
         pts = group([r for r in victims if r.get("form") == form] + qat, "alpha")
         xs = sorted(a for (a,) in pts)
         ys = [100 * (1 - statistics.mean(r["int8_accuracy"] for r in pts[(a,)])) for a in xs]
-        axes[0].plot(xs, ys, marker="o", label=form)
+        (line,) = axes[0].plot(xs, ys, marker="o", label=form)
         for labels in ("soft", "hard"):
             chosen = [r for r in attacks if r["labels"] == labels and (r.get("form") == form or r["method"] == "qat")]
-            if not chosen:
+            chosen = [r for r in chosen if (r["attack"], r["pool"], r["budget"]) == headline]
+            by = group(chosen, "alpha")
+            if not by:
                 continue
-            budget = max(r["budget"] for r in chosen)
-            name = sorted({r["attack"] for r in chosen})[0]
-            by = group([r for r in chosen if r["budget"] == budget and r["attack"] == name], "alpha")
             xs2 = sorted(a for (a,) in by)
             ys2 = [100 * (1 - statistics.mean(r["surrogate_accuracy"] for r in by[(a,)])) for a in xs2]
-            axes[1].plot(xs2, ys2, marker="o", ls="-" if labels == "soft" else "--", label=f"{form}, {labels} labels")
+            style = "-" if labels == "soft" else "--"
+            axes[1].plot(xs2, ys2, marker="o", ls=style, color=line.get_color(), label=f"{form}, {labels} labels")
     axes[0].set(xlabel="alpha (0 = QAT)", ylabel="victim int8 error %", title="Victim error")
-    axes[1].set(xlabel="alpha (0 = QAT)", ylabel="surrogate error %", title="Thief error (largest budget)")
+    thief = " ".join(map(str, headline)) if headline else "none"
+    axes[1].set(xlabel="alpha (0 = QAT)", ylabel="surrogate error %", title=f"Thief error ({thief} queries)")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
