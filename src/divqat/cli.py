@@ -164,8 +164,8 @@ def check_model_and_data_names(model: str | None = None, dataset: str | None = N
 
     if dataset is not None:
         get_dataset(dataset)
-    if model is not None and model not in MODELS:
-        raise DivqatError(f"unknown model {model!r}; choose from {', '.join(sorted(MODELS))}")
+    if model is not None:
+        MODELS.lookup(model)
 
 
 @app.command()

@@ -4,7 +4,6 @@ The thief knows the input shape and the number of classes (the API's output leng
 query pool, and nothing else; it trains its surrogate with the same loop as the victims.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +12,7 @@ from torch import Tensor, nn
 from divqat.data import ImageSet
 from divqat.errors import DivqatError
 from divqat.models import create_model
+from divqat.registry import Registry
 from divqat.train import TrainConfig, cross_entropy, fit
 
 LABEL_MODES = ("soft", "hard")
@@ -79,18 +79,6 @@ class Thief:
         return model
 
 
-ATTACKS: dict[str, Callable] = {}
-
-
-def register_attack(name: str):
-    def wrap(fn):
-        ATTACKS[name] = fn
-        return fn
-
-    return wrap
-
-
-def get_attack(name: str) -> Callable:
-    if name not in ATTACKS:
-        raise DivqatError(f"unknown attack {name!r}; choose from {', '.join(sorted(ATTACKS))}")
-    return ATTACKS[name]
+ATTACKS = Registry("attack")  # name -> attack(victim, thief) -> trained surrogate
+register_attack = ATTACKS.register
+get_attack = ATTACKS.lookup

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from divqat.data.imageset import ImageSet
-from divqat.errors import DivqatError
+from divqat.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -26,20 +26,17 @@ class DatasetInfo:
     ood_pool: str = ""  # the thief's out-of-distribution query set for this victim
 
 
-DATASETS: dict[str, DatasetInfo] = {}
+DATASETS = Registry("dataset")
 
 
 def register_dataset(**info):
     """Decorator: `@register_dataset(name=..., ...)` over a reader `dir -> (train, test)`."""
 
     def wrap(read):
-        DATASETS[info["name"]] = DatasetInfo(read=read, **info)
+        DATASETS.register(info["name"])(DatasetInfo(read=read, **info))
         return read
 
     return wrap
 
 
-def get_dataset(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise DivqatError(f"unknown dataset {name!r}; choose from {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
+get_dataset = DATASETS.lookup

@@ -10,15 +10,15 @@ from collections.abc import Callable
 from torch import Tensor
 
 from divqat.errors import DivqatError
+from divqat.registry import Registry
 
-DEFENSES: dict[str, type] = {}
+DEFENSES = Registry("defense")
 
 
 def register_defense(name: str):
     def wrap(cls):
         cls.name = name
-        DEFENSES[name] = cls
-        return cls
+        return DEFENSES.register(name)(cls)
 
     return wrap
 
@@ -43,9 +43,7 @@ class Defense:
 def create_defense(name: str, params: dict[str, str | float] | None = None, seed: int | None = None) -> Defense:
     """A defense from its name and parameters given as strings (from the CLI) or numbers;
     `seed` seeds the defenses that draw random numbers or train a model, and is ignored by the rest."""
-    if name not in DEFENSES:
-        raise DivqatError(f"unknown defense {name!r}; choose from {', '.join(sorted(DEFENSES))}")
-    cls = DEFENSES[name]
+    cls = DEFENSES.lookup(name)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in (params or {}).items():

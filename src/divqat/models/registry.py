@@ -5,14 +5,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from divqat.errors import DivqatError
+from divqat.registry import Registry
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS = Registry("model")
 
 
 def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    MODELS[builder.__name__] = builder
-    return builder
+    """Registers a builder under its function name (timm style)."""
+    return MODELS.register(builder.__name__)(builder)
 
 
 class Normalize(nn.Module):
@@ -36,8 +36,7 @@ def create_model(
     std: list[float] | None = None,
 ) -> nn.Module:
     """Build a registered model for images of `input_shape` (C, H, W)."""
-    if name not in MODELS:
-        raise DivqatError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}")
+    builder = MODELS.lookup(name)
     channels = input_shape[0]
     normalize = Normalize(mean or [0.0] * channels, std or [1.0] * channels)
-    return MODELS[name](normalize=normalize, num_classes=num_classes, input_shape=input_shape)
+    return builder(normalize=normalize, num_classes=num_classes, input_shape=input_shape)

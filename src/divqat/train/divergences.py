@@ -4,12 +4,10 @@ Each takes p (B, K) and the student's log-probabilities log_q (B, K), both finit
 one value per sample. p is a constant (no gradient flows to the teacher).
 """
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
-from divqat.errors import DivqatError
+from divqat.registry import Registry
 
 # Floor for the teacher's probabilities where a log of them is needed (reverse KL).
 TINY = 1e-12
@@ -33,13 +31,10 @@ def js(p: Tensor, log_q: Tensor) -> Tensor:
     return 0.5 * ((torch.special.xlogy(p, p) - p * log_m).sum(-1) + (q * (log_q - log_m)).sum(-1))
 
 
-DIVERGENCES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"kl": kl, "reverse-kl": reverse_kl, "js": js}
-
-
-def get_divergence(name: str) -> Callable[[Tensor, Tensor], Tensor]:
-    if name not in DIVERGENCES:
-        raise DivqatError(f"unknown divergence {name!r}; choose from {', '.join(DIVERGENCES)}")
-    return DIVERGENCES[name]
+DIVERGENCES = Registry("divergence")
+for _name, _fn in {"kl": kl, "reverse-kl": reverse_kl, "js": js}.items():
+    DIVERGENCES.register(_name)(_fn)
+get_divergence = DIVERGENCES.lookup
 
 
 def drop_class(values: Tensor, labels: Tensor) -> Tensor:
