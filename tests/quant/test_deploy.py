@@ -107,3 +107,14 @@ def test_corrupt_files_are_one_line_errors(run_dirs, tmp_path):
         artifacts.load_config(bad)
     with pytest.raises(DivqatError, match="not a divqat run directory"):
         artifacts.load_config(tmp_path)
+
+
+def test_black_box_backends_agree(run_dirs, tiny_splits):
+    from divqat.blackbox import load_backend
+
+    x = tiny_splits.test.images
+    onnx_probs = load_backend(run_dirs["divqat"], "onnx")(x)
+    int8_probs = load_backend(run_dirs["divqat"], "int8")(x)
+    assert metrics.agreement(onnx_probs, int8_probs) >= 0.995
+    with pytest.raises(DivqatError, match="unknown backend"):
+        load_backend(run_dirs["divqat"], "tpu")
