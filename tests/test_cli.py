@@ -221,3 +221,12 @@ def test_defense_sweep_writes_one_result_per_value(capsys, tmp_path, fp_run, tin
     assert sorted(results) == ["decimals-1", "decimals-3"]
     assert results["decimals-1"]["defenses"][0]["decimals"] == 1
     assert results["decimals-1"]["defense_l1"] >= results["decimals-3"]["defense_l1"]
+
+
+@pytest.mark.parametrize("name", ["mad", "adaptive-misinformation", "random-noise"])
+def test_attack_through_a_defense_with_a_model(capsys, tmp_path, fp_run, tiny_root, name):
+    out = tmp_path / name
+    args = ["attack", "--victim", str(fp_run), "--out", str(out), "--pool", "in", "--budget", "200", "--epochs", "1"]
+    assert main([*args, "--backend", "fp", "--defense", name, "--data-root", str(tiny_root), "--quiet"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["defenses"][0]["name"] == name and result["defense_l1"] > 0

@@ -84,7 +84,7 @@ def run_attack(
         "victim_method": victim_config.method,
         "victim_alpha": victim_config.alpha if victim_config.method == "divqat" else 0.0,
         "backend": backend,
-        "defenses": [{"name": d.name, **vars(d)} for d in defenses],
+        "defenses": [{"name": d.name, **d.params()} for d in defenses],
         "queries": victim.queries,
         "victim_accuracy": victim_accuracy,
         "defended_accuracy": metrics.accuracy(defended, test.labels),

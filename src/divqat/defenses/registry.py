@@ -35,6 +35,10 @@ class Defense:
     def __call__(self, probs: Tensor, images: Tensor) -> Tensor:
         return self.perturb(probs, images)
 
+    def params(self) -> dict:
+        """The defense's settings (not the models or generators it builds from them)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
     def fit(self, victim: Callable[[Tensor], Tensor], splits) -> "Defense":
         """Defenses with a model of their own (MAD's surrogate, misinformation) train it here."""
         return self

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from divqat.artifacts import METRICS, write_json
+from divqat.errors import DivqatError
 from divqat.experiments.config import Experiment
 from divqat.experiments.grid import LEVELS, Job, expand
 from divqat.ui import progress_bar
@@ -74,17 +75,24 @@ def run_experiment(
     (out / "jobs").mkdir(parents=True, exist_ok=True)
     write_index(out, experiment, planned)
     todo = [j for j in planned if not is_done(out, j)]
+    failed: dict[str, tuple[Job, BaseException]] = {}
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     start = time.perf_counter()
     with progress_bar(quiet) as bar:
         grid = bar.add_task(f"{experiment.name}: grid", total=len(planned), completed=len(planned) - len(todo))
         current = bar.add_task("", total=None)
         for level in LEVELS:
-            batch = sorted((j for j in todo if j.level == level), key=expected_cost)
+            # A job whose dependency failed cannot run; the others go on.
+            batch = sorted(
+                (j for j in todo if j.level == level and not set(j.needs) & failed.keys()), key=expected_cost
+            )
             if jobs <= 1:
                 for job in batch:
                     bar.update(current, description=f"{level} {describe(job)}")
-                    execute(job, out, data_root, threads)
+                    try:
+                        execute(job, out, data_root, threads)
+                    except Exception as e:  # noqa: BLE001  (reported below, with the job)
+                        failed[job.key] = (job, e)
                     bar.advance(grid)
             else:
                 context = multiprocessing.get_context("spawn")
@@ -94,10 +102,18 @@ def run_experiment(
                         bar.update(current, description=f"{level}: {len(pending)} left, {jobs} at a time")
                         done, _ = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
-                            pending.pop(future)
-                            future.result()  # re-raises a job's error here
+                            job = pending.pop(future)
+                            if future.exception() is not None:
+                                failed[job.key] = (job, future.exception())
                             bar.advance(grid)
         bar.update(current, description="done", total=1, completed=1)
+    if failed:
+        job, error = next(iter(failed.values()))
+        reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+        raise DivqatError(
+            f"{len(failed)} of {len(todo)} jobs failed (finished ones are kept; rerun to retry); "
+            f"first: {job.directory} {describe(job)}: {reason}"
+        )
     return {"jobs": len(planned), "ran": len(todo), "seconds": time.perf_counter() - start}
 
 
