@@ -137,7 +137,8 @@ def effective_table(rows: list[dict]) -> Table:
                 qat = best
             delta = [best[k] - qat[k] for k in best if k in qat]
             cells.append(f"{pm(list(best.values()))} ({pm(delta)} pp)" if best else "-")
-        out.append([" ".join(map(str, s)), *cells])
+        if any(c != "-" for c in cells):  # settings run with one label mode only have no row here
+            out.append([" ".join(map(str, s)), *cells])
     return Table("Effective thief (better of soft and top-1 labels, per seed): accuracy % (vs QAT)",
                  ["attack pool budget", *victims], out)  # fmt: skip
 
@@ -156,7 +157,8 @@ def defense_table(rows: list[dict]) -> Table:
         out.append([victim, f"{name} {got[0]['defense_param']}={value:g}", pm([r["defended_accuracy"] for r in got]),
                     pm([r["surrogate_accuracy"] for r in got]), f"{statistics.mean(r['defense_l1'] for r in got):.3f}",
                     f"{statistics.mean(slow):.1f}x" if slow else "-"])  # fmt: skip
-    headers = ["victim", "defense", "defender acc %", "thief acc %", "mean L1", "answer time vs none"]
+    # Answer times are taken while the grid runs (--jobs at once): for latency, see the benchmark.
+    headers = ["victim", "defense", "defender acc %", "thief acc %", "mean L1", "answer time vs none (grid load)"]
     return Table("Post-hoc defenses", headers, out)
 
 
