@@ -23,7 +23,7 @@ TINY = {
         {"name": "qat", "method": "qat"},
         {"name": "nt-js", "method": "divqat", "divergence": "js", "non_target": True, "alphas": [1.0]},
     ],
-    "attacks": [{"attack": "knockoff", "pool": "in", "budgets": [300], "labels": ["soft"], "epochs": 2}],
+    "attacks": [{"attack": "knockoff", "pool": "in", "budgets": [300], "labels": ["soft", "hard"], "epochs": 2}],
     "defenses": {
         "victims": ["qat"],
         "attack": {"attack": "knockoff", "pool": "in", "budgets": [300], "labels": ["soft"], "epochs": 2},
@@ -90,7 +90,7 @@ def test_grid_shape():
     jobs = expand(convert(Experiment, TINY, "config"))
     levels = [j.level for j in jobs]
     assert levels.count("fp") == 1 and levels.count("victim") == 2
-    assert levels.count("attack") == 3  # 2 victims x 1 attack, + 1 defended (the undefended one is shared)
+    assert levels.count("attack") == 5  # 2 victims x 2 label modes, + 1 defended (the undefended one is shared)
     assert len({j.key for j in jobs}) == len(jobs)
     only_qat = json.loads(json.dumps(TINY))
     only_qat["attacks"][0]["victims"] = ["qat"]
@@ -125,7 +125,7 @@ def test_killed_runner_resumes_without_recomputing(tmp_path, tiny_root, monkeypa
 
     monkeypatch.setattr(runner_module, "execute", counting)
     summary = run_experiment(experiment, out, data_root=tiny_root, quiet=True)
-    assert summary == {**summary, "jobs": 6, "ran": 3}
+    assert summary == {**summary, "jobs": 8, "ran": 5}
     assert not set(resumed) & set(calls)  # nothing finished was recomputed
     after = results(out)
     assert all(after[k] == v for k, v in finished.items())  # and nothing finished was rewritten
