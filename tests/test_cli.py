@@ -78,10 +78,11 @@ def test_evaluate_a_run(tiny_root, fp_run, tmp_path, capsys):
         (["--dataset", "imagenet"], "unknown dataset"),
         (["--bits", "eight"], "--bits"),
         (["--data-root", "/nonexistent/divqat"], "not a directory"),
+        (["--epochs", "0"], "epochs must be >= 1"),
     ],
 )
 def test_bad_train_inputs(capsys, tmp_path, args, match):
-    code, err = run_cli(capsys, "train", "--out", str(tmp_path / "x"), *args, *QUICK)
+    code, err = run_cli(capsys, "train", "--out", str(tmp_path / "x"), *QUICK, *args)  # the case wins
     assert_one_line_error(code, err, match)
     assert not (tmp_path / "x").exists()
 

@@ -70,7 +70,7 @@ def train(
     config = VictimConfig(
         dataset=dataset, model=model, method=method, alpha=alpha, divergence=divergence,
         non_target=non_target, logq_floor=logq_floor, hinge=hinge, warmup=warmup, weight_bits=bits,
-        activation_bits=activation_bits, epochs=max(epochs, 1), lr=lr, fp_epochs=fp_epochs, fp_lr=fp_lr,
+        activation_bits=activation_bits, epochs=epochs, lr=lr, fp_epochs=fp_epochs, fp_lr=fp_lr,
         batch_size=batch_size, seed=seed, train_limit=train_limit,
     )  # fmt: skip
     check_model_and_data_names(model=config.model, dataset=config.dataset)
