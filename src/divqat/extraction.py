@@ -7,7 +7,7 @@ import torch
 
 from divqat import artifacts, metrics
 from divqat.attacks import AttackConfig, Thief, get_attack
-from divqat.blackbox import BlackBoxVictim, load_backend
+from divqat.blackbox import BlackBoxVictim, defend, load_backend
 from divqat.data import ImageSet, Splits, digits, get_dataset, load_splits
 from divqat.data.augment import sample_with_augmentation
 from divqat.defenses import Defense
@@ -73,11 +73,10 @@ def run_attack(
 
     test = splits.test
     clean = answer(test.images)
-    defended = clean
-    for defense in defenses:
-        defended = defense(defended, test.images)
+    defended = defend(clean, test.images, defenses)
     stolen = predict_proba(surrogate, test.images)
     victim_accuracy = metrics.accuracy(clean, test.labels)
+    surrogate_accuracy = metrics.accuracy(stolen, test.labels)
     result = {
         **{k: getattr(config, k) for k in ("attack", "pool", "budget", "labels", "surrogate", "seed")},
         "victim": str(victim_dir),
@@ -90,9 +89,9 @@ def run_attack(
         "defended_accuracy": metrics.accuracy(defended, test.labels),
         "defense_l1": (defended - clean).abs().sum(-1).mean().item(),
         "defense_kl": metrics.mean_kl(clean, defended),
-        "surrogate_accuracy": metrics.accuracy(stolen, test.labels),
+        "surrogate_accuracy": surrogate_accuracy,
         "fidelity": metrics.agreement(stolen, clean),
-        "extraction_ratio": metrics.accuracy(stolen, test.labels) / victim_accuracy,
+        "extraction_ratio": surrogate_accuracy / victim_accuracy,
         "attack_seconds": seconds,
         "answer_seconds_per_query": victim.seconds / max(victim.queries, 1),
     }

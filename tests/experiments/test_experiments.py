@@ -96,6 +96,10 @@ def test_grid_shape():
     only_qat["attacks"][0]["victims"] = ["qat"]
     jobs = expand(convert(Experiment, only_qat, "config"))
     assert {j.labels["victim"] for j in jobs if j.level == "attack"} == {"qat"}
+    with_fp = json.loads(json.dumps(TINY))
+    with_fp["victims"].append({"name": "fp", "method": "fp"})
+    attacks_on_fp = [j for j in expand(convert(Experiment, with_fp, "config")) if j.labels["victim"] == "fp"]
+    assert attacks_on_fp and all(j.need_dirs[0].startswith("fp-") for j in attacks_on_fp if j.level == "attack")
 
 
 def test_killed_runner_resumes_without_recomputing(tmp_path, tiny_root, monkeypatch):

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from divqat.data import ImageSet
+from divqat.device import default_device
 from divqat.errors import DivqatError
 from divqat.models import create_model
 from divqat.registry import Registry
@@ -65,7 +66,7 @@ class Thief:
 
     def train_surrogate(self, inputs: Tensor, probs: Tensor, epochs: int | None = None, model=None) -> nn.Module:
         torch.manual_seed(self.config.seed)
-        model = model or self.new_surrogate(inputs)
+        model = (model or self.new_surrogate(inputs)).to(default_device())
         c = self.config
         run = TrainConfig(epochs or c.epochs, c.batch_size, c.lr, seed=c.seed)
         fit(
@@ -76,7 +77,7 @@ class Thief:
             label="surrogate",
             quiet=self.quiet,
         )
-        return model
+        return model.cpu()
 
 
 ATTACKS = Registry("attack")  # name -> attack(victim, thief) -> trained surrogate

@@ -21,6 +21,13 @@ class BudgetExceeded(DivqatError):
     pass
 
 
+def defend(probs: Tensor, images: Tensor, defenses: Sequence[Defense]) -> Tensor:
+    """The victim's answers as a client receives them: each defense in order."""
+    for defense in defenses:
+        probs = defense(probs, images)
+    return probs
+
+
 @dataclass
 class BlackBoxVictim:
     backend: Backend
@@ -44,9 +51,7 @@ class BlackBoxVictim:
                 f"query budget exhausted: {n} more queries asked, {self.remaining} of {self.budget} left"
             )
         start = time.perf_counter()
-        probs = self.backend(images)
-        for defense in self.defenses:
-            probs = defense(probs, images)
+        probs = defend(self.backend(images), images, self.defenses)
         self.seconds += time.perf_counter() - start
         self.queries += n
         return probs.detach()

@@ -22,16 +22,19 @@ class Job:
     key: str
     labels: dict  # what the report groups by: seed, victim, alpha, attack, budget, labels, defense...
     spec: dict  # the VictimConfig or AttackConfig (and defense) as plain data
-    needs: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()  # keys of the jobs this one depends on (part of its hash)
+    need_dirs: tuple[str, ...] = ()  # and their directories, whatever their level
 
     @property
     def directory(self) -> str:
         return f"{self.level}-{self.key}"
 
 
-def make_job(level: str, labels: dict, spec: dict, needs: tuple[str, ...] = ()) -> Job:
-    blob = json.dumps({"level": level, "spec": spec, "needs": needs}, sort_keys=True)
-    return Job(level, hashlib.sha256(blob.encode()).hexdigest()[:16], labels, spec, needs)
+def make_job(level: str, labels: dict, spec: dict, needs: tuple[Job, ...] = ()) -> Job:
+    keys = tuple(j.key for j in needs)
+    blob = json.dumps({"level": level, "spec": spec, "needs": keys}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return Job(level, key, labels, spec, keys, tuple(j.directory for j in needs))
 
 
 def victim_label(spec: VictimSpec, alpha: float) -> str:
@@ -72,7 +75,7 @@ def attack_job(victim: Job, config: AttackConfig, defense: dict | None, seed: in
         "defense_value": defense["value"] if defense else 0.0,
     }
     spec = {"attack": dataclasses.asdict(config), "defense": defense}
-    return make_job("attack", labels, spec, (victim.key,))
+    return make_job("attack", labels, spec, (victim,))
 
 
 def expand(experiment: Experiment) -> list[Job]:
@@ -91,7 +94,7 @@ def expand(experiment: Experiment) -> list[Job]:
                 config = victim_config(experiment, spec, alpha, seed)
                 name = victim_label(spec, alpha)
                 labels = {"seed": seed, "victim": name, "form": spec.name, "method": spec.method, "alpha": alpha}
-                victims[name] = make_job("victim", labels, dataclasses.asdict(config), (fp.key,))
+                victims[name] = make_job("victim", labels, dataclasses.asdict(config), (fp,))
                 jobs.append(victims[name])
         for name, victim in victims.items():
             for spec in experiment.attacks:

@@ -42,7 +42,7 @@ def execute(job: Job, out: Path, data_root: Path | None, threads: int) -> float:
     torch.set_num_threads(threads)
     start = time.perf_counter()
     target = out / "jobs" / job.directory
-    needs = [out / "jobs" / f"{LEVELS[LEVELS.index(job.level) - 1]}-{k}" for k in job.needs]
+    needs = [out / "jobs" / d for d in job.need_dirs]
     if job.level in ("fp", "victim"):
         fp_from = needs[0] if needs else None
         pipeline.train(
