@@ -1,12 +1,21 @@
 """Shared fixtures: small, learnable, synthetic datasets written in the real on-disk formats."""
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from divqat.data.idx import write_idx
 from divqat.data.mnist import IDX_FILES
+
+# Property tests explore new examples on every local run (pass --hypothesis-seed=N to replay one)
+# and are derandomised in CI, so a clean clone passes or fails the same way on every machine.
+# Examples they ever found are kept as explicit @example cases beside each test.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def class_images(n: int, size: int, channels: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

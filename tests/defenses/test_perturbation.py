@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from divqat.defenses import DEFENSES, create_defense
@@ -24,6 +24,8 @@ rows = st.lists(st.lists(st.floats(-15, 15), min_size=10, max_size=10), min_size
 
 @settings(max_examples=60, deadline=None)
 @given(logits=rows, seed=st.integers(0, 1000))
+# Found on an AMD machine: rounding to 2 decimals tied 0.1028 with 0.0997 and argmax moved to class 0.
+@example(logits=[[0.0] * 9 + [0.03125]], seed=0)
 def test_every_defense_gives_distributions_and_keeps_its_promise(fitted, logits, seed):
     probs = torch.softmax(torch.tensor(logits), -1)
     images = torch.rand(len(probs), 1, 28, 28, generator=torch.Generator().manual_seed(seed))

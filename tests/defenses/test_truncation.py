@@ -1,6 +1,6 @@
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from divqat.defenses import DEFENSES, create_defense
@@ -20,6 +20,24 @@ def test_valid_distributions_and_argmax_kept(logits, name):
     top2 = probs.topk(2, -1).values
     unique = top2[:, 0] - top2[:, 1] > 1e-6
     assert (out.argmax(-1)[unique] == probs.argmax(-1)[unique]).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(logits=rows, decimals=st.integers(0, 10))
+@example(logits=[[0.0] * 9 + [0.03125]], decimals=2)  # 0.1028 and 0.0997 both round to 0.10
+@example(logits=[[0.0] * 4 + [3e-7]], decimals=10)  # a top-1 ahead by one float32 step
+def test_rounding_keeps_every_unique_argmax(logits, decimals):
+    probs = torch.softmax(torch.tensor(logits), -1)
+    out = create_defense("rounding", {"decimals": decimals})(probs, None)
+    top2 = probs.topk(2, -1).values
+    unique = top2[:, 0] > top2[:, 1]
+    assert (out.argmax(-1)[unique] == probs.argmax(-1)[unique]).all()
+    assert torch.allclose(out.sum(-1), torch.ones(len(out)), atol=1e-5)
+
+
+def test_rounding_breaks_the_tie_it_creates():
+    probs = torch.softmax(torch.tensor([[0.0] * 9 + [0.03125]]), -1)  # 0.0997 x 9 and 0.1028
+    assert create_defense("rounding", {"decimals": 2})(probs, None).argmax().item() == 9
 
 
 def test_label_only_is_per_row():

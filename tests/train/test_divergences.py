@@ -98,3 +98,15 @@ def test_gradients_are_finite_when_the_teacher_has_zeros():
             loss = DivQATLoss(1.0, name, non_target)(z, {"targets": torch.tensor([0]), "teacher_probs": teacher})
             loss.backward()
             assert torch.isfinite(z.grad).all(), (name, non_target)
+
+
+@pytest.mark.parametrize("non_target", [False, True])
+def test_js_is_finite_for_extreme_logits_in_float32(non_target):
+    """m = (p + q) / 2 underflows to 0 where p_k = 0 and log q_k < -103; log m must not be -inf."""
+    teacher = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])
+    z = torch.tensor([[0.0, 200.0, -200.0, 50.0], [300.0, -300.0, 0.0, -150.0]], requires_grad=True)
+    loss = DivQATLoss(1.0, "js", non_target)(z, {"targets": torch.tensor([0, 2]), "teacher_probs": teacher})
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    d = DIVERGENCES["js"](teacher, torch.log_softmax(z.detach(), -1))
+    assert torch.isfinite(d).all() and (d <= math.log(2) + 1e-6).all()

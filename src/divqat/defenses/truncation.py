@@ -29,8 +29,9 @@ class TopK(Defense):
 @register_defense("rounding")
 @dataclass
 class Rounding(Defense):
-    """Round each probability to `decimals` decimals. The argmax is kept: ties created by
-    rounding are broken in favour of the original winner, and an all-zero row stays valid."""
+    """Round each probability to `decimals` decimals, keeping the argmax: rounding can tie the
+    top class with another (0.1028 and 0.0997 both become 0.10) or zero every class, so the
+    winner is lifted one rounding step above the best other class before renormalising."""
 
     decimals: int = 2
     keeps_argmax = True
@@ -41,9 +42,11 @@ class Rounding(Defense):
     def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
         rounded = torch.round(probs.double(), decimals=self.decimals)
         winner = probs.argmax(-1, keepdim=True)
-        # A small bonus on the winner: ties resolve to it and zero rows keep a class.
-        rounded = rounded.scatter_add(-1, winner, torch.full_like(winner, 1e-12, dtype=rounded.dtype))
-        return renormalize(rounded).to(probs.dtype)
+        others = rounded.scatter(-1, winner, -1.0).max(-1, keepdim=True).values
+        # The step must also survive the cast back to float32 (at 10 decimals 1e-10 would not).
+        step = max(10.0**-self.decimals, 4 * torch.finfo(probs.dtype).eps)
+        lifted = torch.maximum(rounded.gather(-1, winner), others + step)
+        return renormalize(rounded.scatter(-1, winner, lifted)).to(probs.dtype)
 
 
 @register_defense("label-only")

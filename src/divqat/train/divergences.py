@@ -4,6 +4,8 @@ Each takes p (B, K) and the student's log-probabilities log_q (B, K), both finit
 one value per sample. p is a constant (no gradient flows to the teacher).
 """
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -27,7 +29,9 @@ def reverse_kl(p: Tensor, log_q: Tensor) -> Tensor:
 def js(p: Tensor, log_q: Tensor) -> Tensor:
     """Jensen-Shannon: (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2; bounded by log 2."""
     q = log_q.exp()
-    log_m = ((p + q) / 2).log()  # q > 0 everywhere, so m > 0
+    # log m from the logs: (p + q) / 2 underflows to 0 in float32 where p_k = 0 and log q_k < -103,
+    # and log 0 would turn the sum into NaN. log p_k = -inf is harmless inside logaddexp.
+    log_m = torch.logaddexp(p.log(), log_q) - math.log(2)
     return 0.5 * ((torch.special.xlogy(p, p) - p * log_m).sum(-1) + (q * (log_q - log_m)).sum(-1))
 
 
