@@ -76,7 +76,7 @@ def stage_run(out: Path, config: VictimConfig, meta: dict, victim: Victim) -> Pa
     save_state(victim.fp, staging / FP)
     if victim.prepared is not None:
         save_state(victim.prepared, staging / QUANT)
-    export_onnx(victim.deployed, tuple(meta["input_shape"]), staging / ONNX)
+    export_onnx(victim.deployed, tuple(meta["input_shape"]), staging / ONNX, meta["activation_bits"])
     return staging
 
 
@@ -107,7 +107,7 @@ def load_config(run: Path) -> tuple[VictimConfig, dict]:
     return config, meta
 
 
-def _fresh_model(config: VictimConfig, meta: dict) -> nn.Module:
+def fresh_model(config: VictimConfig, meta: dict) -> nn.Module:
     return create_model(
         config.model,
         num_classes=meta["num_classes"],
@@ -119,7 +119,7 @@ def _fresh_model(config: VictimConfig, meta: dict) -> nn.Module:
 
 def load_fp(run: Path) -> nn.Module:
     config, meta = load_config(run)
-    return load_state(_fresh_model(config, meta), run / FP).eval()
+    return load_state(fresh_model(config, meta), run / FP).eval()
 
 
 def load_quantized(run: Path) -> torch.fx.GraphModule:
@@ -128,7 +128,7 @@ def load_quantized(run: Path) -> torch.fx.GraphModule:
     if config.method == "fp":
         raise DivqatError(f"{run} holds an FP model, not a quantized one")
     qconfig = QuantConfig(config.weight_bits, meta["activation_bits"])
-    prepared = prepare(_fresh_model(config, meta), tuple(meta["input_shape"]), qconfig, qat=config.method != "ptq")
+    prepared = prepare(fresh_model(config, meta), tuple(meta["input_shape"]), qconfig, qat=config.method != "ptq")
     return convert(load_state(prepared, run / QUANT))
 
 

@@ -5,11 +5,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
 
 from divqat.errors import DivqatError
+from divqat.quant.onnx_graph import rewrite_for_onnxruntime
 
 
 class Probabilities(nn.Module):
@@ -23,8 +25,9 @@ class Probabilities(nn.Module):
         return torch.softmax(self.model(x), dim=-1)
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
-    """float32 NCHW pixels in [0, 1] -> probabilities, any batch size."""
+def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, activation_bits: int = 8) -> None:
+    """float32 NCHW pixels in [0, 1] -> probabilities, any batch size; the QDQ graph rewritten so
+    that onnxruntime computes the trained clamps and runs float layers on constant weights."""
     example = (torch.rand(2, *input_shape),)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -33,15 +36,19 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> N
         program = torch.onnx.export(
             Probabilities(model), example, dynamo=True, dynamic_shapes=({0: batch},), verbose=False
         )
-    program.save(str(path))
+    onnx.save(rewrite_for_onnxruntime(program.model_proto, activation_bits), str(path))
 
 
 class OnnxModel:
     """A deployed model run by onnxruntime: `predict_proba(images) -> probabilities`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, optimize: bool = True):
+        """optimize=False runs the graph's QuantizeLinear/DequantizeLinear nodes literally (the
+        reference semantics, for checks); the default fuses them into onnxruntime's int8 kernels."""
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors for bad files
