@@ -7,12 +7,19 @@ from divqat.errors import DivqatError
 from divqat.quant import compile_int8
 from divqat.train import predict_proba
 
-BACKENDS = ("onnx", "int8", "fp")
+BACKENDS = ("onnx", "int8", "fp", "http")
 
 
-def load_backend(run: Path, kind: str = "onnx"):
+def load_backend(run: Path, kind: str = "onnx", *, url: str | None = None, key: str | None = None):
     """`onnx`: the deployed file in onnxruntime; `int8`: in-process oneDNN int8 kernels;
-    `fp`: the FP model the victim started from."""
+    `fp`: the FP model the victim started from; `http`: a served victim (`divqat serve`) at
+    `url`, queried with `key` (its budget and output mode are the server's)."""
+    if kind == "http":
+        if not url or not key:
+            raise DivqatError("the http backend needs --url and --key")
+        from divqat.blackbox.http import HttpBackend
+
+        return HttpBackend(url, key)
     if kind == "onnx":
         return artifacts.load_onnx(run).predict_proba
     if kind == "int8":

@@ -1,0 +1,47 @@
+"""Helpers for the serving tests: real servers on free loopback ports, started and stopped here."""
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+
+from divqat.serve.keys import KeySpec
+from divqat.serve.outputs import parse_output_mode
+
+
+def spec(key: str, budget: int, output: str = "probabilities") -> KeySpec:
+    return KeySpec(key, budget, parse_output_mode(output))
+
+
+def loopback_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # port 0: the kernel picks a free one, held until the server closes it
+    sock.listen(128)
+    return sock
+
+
+@contextmanager
+def running(app):
+    """uvicorn serving `app` in a thread on a free loopback port; yields the base URL."""
+    sock = loopback_socket()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+def client(url: str, key: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.Client(base_url=url, headers=headers, timeout=30)
