@@ -16,4 +16,5 @@ fi
 
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 # torch is pinned in pyproject.toml: a loose spec would let pip pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# The ray extra (divqat run --executor ray) is installed too, so that the tests run its executor.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,ray]'

@@ -1,26 +1,30 @@
-"""`divqat run`: execute an experiment's jobs, cached by hash, resumable, optionally in parallel.
+"""`divqat run`: plan an experiment's jobs, cached by hash, and hand the unfinished ones to an
+executor: `local` (this machine: in process or a process pool) or `ray` (a Ray cluster).
 
 A job's directory appears only when the job is complete (runs are staged and renamed), so a
 runner killed at any point restarts with every finished job intact and recomputes none of them.
+Every executor keeps that contract, runs a job only once its dependencies are done, and lets a
+failed job stop nothing but the jobs that need it; the runner reports the failures in one line.
 """
 
+import dataclasses
 import json
-import multiprocessing
-import os
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from divqat.artifacts import METRICS, write_json
+from divqat.artifacts import METRICS, check_placeable, is_marked, mark, write_json
 from divqat.errors import DivqatError
 from divqat.experiments.config import Experiment
 from divqat.experiments.grid import LEVELS, Job, expand
+from divqat.plugins import LOADED, load_plugins
 from divqat.ui import progress_bar
 
 RESULT = "result.json"
 INDEX = "index.json"
+EXECUTORS = ("local", "ray")
 
 
 def result_file(job: Job) -> str:
@@ -61,59 +65,146 @@ def config_seed(job: Job) -> int:
 
 
 def write_index(out: Path, experiment: Experiment, jobs: list[Job]) -> None:
-    import dataclasses
-
     index = [{"level": j.level, "directory": j.directory, "labels": j.labels} for j in jobs]
     write_json(out / "experiment.json", dataclasses.asdict(experiment))
     write_json(out / INDEX, index)
 
 
-def run_experiment(
-    experiment: Experiment, out: Path, *, jobs: int = 1, data_root: Path | None = None, quiet: bool = False
-) -> dict:
-    planned = expand(experiment)
+def prepare_results_directory(out: Path) -> None:
+    """A new or empty directory becomes a (marked) results directory; a non-empty one must be one
+    already (the marker, or an earlier version's experiment.json) - it is resumed, never cleared."""
+    check_placeable(out)
+    if out.exists() and not out.is_dir():
+        raise DivqatError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (is_marked(out) or (out / "experiment.json").is_file()):
+        raise DivqatError(f"{out} is not empty and not a divqat results directory; choose another --out")
     (out / "jobs").mkdir(parents=True, exist_ok=True)
-    write_index(out, experiment, planned)
-    todo = [j for j in planned if not is_done(out, j)]
-    failed: dict[str, tuple[Job, BaseException]] = {}
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    start = time.perf_counter()
-    with progress_bar(quiet) as bar:
-        grid = bar.add_task(f"{experiment.name}: grid", total=len(planned), completed=len(planned) - len(todo))
-        current = bar.add_task("", total=None)
+    if not is_marked(out):
+        mark(out, "results")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What an executor runs: the unfinished jobs (dependencies first) and where they write."""
+
+    todo: tuple[Job, ...]
+    out: Path
+    data_root: Path | None
+    jobs: int  # at once (on each node, for Ray)
+    plugins: tuple[str, ...]  # what every worker imports before its first job
+
+
+def worker_plugins(experiment: Experiment) -> tuple[str, ...]:
+    """The plugins loaded here, .py files as absolute paths: a worker may start in another directory."""
+    names = (*LOADED, *(p for p in experiment.plugins if p not in LOADED))
+    return tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in names)
+
+
+class Tracker:
+    """The driver's view of a grid: per level, jobs done / running / failed (a rich bar each);
+    the failures and the jobs not run because one they need failed."""
+
+    def __init__(self, bar, name: str, planned: list[Job], todo: list[Job]):
+        self.bar, self.name, self.todo = bar, name, todo
+        self.running: set[str] = set()
+        self.failed: dict[str, tuple[Job, BaseException]] = {}
+        self.skipped: set[str] = set()
+        self.bars = {}  # a bar per level of the grid; jobs finished in an earlier run count as done
         for level in LEVELS:
-            # A job whose dependency failed cannot run; the others go on.
-            batch = sorted(
-                (j for j in todo if j.level == level and not set(j.needs) & failed.keys()), key=expected_cost
-            )
-            if jobs <= 1:
-                for job in batch:
-                    bar.update(current, description=f"{level} {describe(job)}")
-                    try:
-                        execute(job, out, data_root, threads)
-                    except Exception as e:  # noqa: BLE001  (reported below, with the job)
-                        failed[job.key] = (job, e)
-                    bar.advance(grid)
-            else:
-                context = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-                    pending = {pool.submit(execute, job, out, data_root, threads): job for job in batch}
-                    while pending:
-                        bar.update(current, description=f"{level}: {len(pending)} left, {jobs} at a time")
-                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            job = pending.pop(future)
-                            if future.exception() is not None:
-                                failed[job.key] = (job, future.exception())
-                            bar.advance(grid)
-        bar.update(current, description="done", total=1, completed=1)
-    if failed:
-        job, error = next(iter(failed.values()))
-        reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
-        raise DivqatError(
-            f"{len(failed)} of {len(todo)} jobs failed (finished ones are kept; rerun to retry); "
-            f"first: {job.directory} {describe(job)}: {reason}"
+            total = sum(j.level == level for j in planned)
+            if total:
+                self.bars[level] = bar.add_task("", total=total, completed=total - sum(j.level == level for j in todo))
+        self.show()
+
+    def blocked(self, job: Job) -> bool:
+        return bool(set(job.needs) & (self.failed.keys() | self.skipped))
+
+    def set_running(self, keys) -> None:
+        self.running = set(keys)
+        self.show()
+
+    def finished(self, job: Job, error: BaseException | None = None) -> None:
+        self.running.discard(job.key)
+        if error is not None:
+            self.failed[job.key] = (job, error)
+        self.bar.advance(self.bars[job.level])
+        self.show()
+
+    def skip(self, job: Job) -> None:
+        self.skipped.add(job.key)
+        self.bar.advance(self.bars[job.level])
+        self.show()
+
+    def show(self) -> None:
+        for level, task in self.bars.items():
+            counts = {
+                "running": sum(j.level == level and j.key in self.running for j in self.todo),
+                "failed": sum(j.level == level for j, _ in self.failed.values()),
+                "not run": sum(j.level == level and j.key in self.skipped for j in self.todo),
+            }
+            extra = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+            self.bar.update(task, description=f"{self.name} {level:<6} {extra}")
+
+    def error(self) -> DivqatError:
+        """The failures in one line: how many, which, and the first one's reason."""
+        job, error = next(iter(self.failed.values()))
+        cause = getattr(error, "cause", None) or error  # a Ray task's error wraps the job's own
+        reason = f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}"
+        names = [j.directory for j, _ in self.failed.values()]
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        not_run = f", {len(self.skipped)} not run (a job they need failed)" if self.skipped else ""
+        return DivqatError(
+            f"{len(self.failed)} of {len(self.todo)} jobs failed{not_run}; finished ones are kept, rerun to retry. "
+            f"Failed: {listed}; first: {describe(job)}: {reason}"
         )
+
+
+def open_executor(name: str, address: str | None):
+    """A context that yields the executor's `run_jobs(batch, tracker)`, entered before anything is
+    written (Ray starts, or joins its cluster, on entering). Imported here rather than at the top:
+    the Ray executor imports ray, which only `--executor ray` needs."""
+    if name not in EXECUTORS:
+        raise DivqatError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
+    if name == "local":
+        if address is not None:
+            raise DivqatError("--address is for --executor ray")
+        from divqat.experiments import local_executor
+
+        return local_executor.session()
+    try:
+        from divqat.experiments import ray_executor
+    except ImportError as e:
+        if e.name is None or e.name.split(".")[0] != "ray":
+            raise
+        raise DivqatError("--executor ray needs Ray: pip install -e '.[ray]'") from None
+    return ray_executor.session(address)
+
+
+def run_experiment(
+    experiment: Experiment,
+    out: Path,
+    *,
+    jobs: int = 1,
+    data_root: Path | None = None,
+    quiet: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+) -> dict:
+    load_plugins(experiment.plugins)
+    planned = expand(experiment)
+    with open_executor(executor, address) as run_jobs:
+        prepare_results_directory(out)
+        write_index(out, experiment, planned)
+        # Dependencies first: a job's needs come before it (levels in order); cheapest first in a level.
+        todo = [j for j in planned if not is_done(out, j)]
+        todo.sort(key=lambda j: (LEVELS.index(j.level), expected_cost(j)))
+        batch = Batch(tuple(todo), out, data_root, jobs, worker_plugins(experiment))
+        start = time.perf_counter()
+        with progress_bar(quiet) as bar:
+            tracker = Tracker(bar, experiment.name, planned, todo)
+            run_jobs(batch, tracker)
+    if tracker.failed:
+        raise tracker.error()
     return {"jobs": len(planned), "ran": len(todo), "seconds": time.perf_counter() - start}
 
 
