@@ -5,10 +5,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from divqat.cli import main
+from divqat.errors import DivqatError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 QUICK = ["--epochs", "1", "--fp-epochs", "1", "--batch-size", "128", "--quiet"]
 
@@ -231,3 +235,80 @@ def test_attack_through_a_defense_with_a_model(capsys, tmp_path, fp_run, tiny_ro
     assert main([*args, "--backend", "fp", "--defense", name, "--data-root", str(tiny_root), "--quiet"]) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["defenses"][0]["name"] == name and result["defense_l1"] > 0
+
+
+@pytest.mark.parametrize("target", [".", "/", "..", "~"])
+@pytest.mark.parametrize("command", ["train", "attack", "run"])
+def test_out_that_is_no_new_directory_fails_before_any_work(capsys, tmp_path, monkeypatch, fp_run, target, command):
+    """--out . (or /, .., ~) fails at once: a run is staged beside --out and renamed into place."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("precious")
+    monkeypatch.chdir(work)
+    out = str(Path(target).expanduser()) if target == "~" else target
+    args = {
+        "train": ["train", "--out", out, "--overwrite", *QUICK],
+        "attack": ["attack", "--victim", str(fp_run), "--out", out, "--overwrite"],
+        "run": ["run", str(CONFIGS / "fashion-mnist-small.yaml"), "--out", out],
+    }[command]
+    code, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, "current, a parent or the home directory")
+    assert (work / "keep.txt").read_text() == "precious"
+
+
+def test_overwrite_replaces_only_a_divqat_run(capsys, tmp_path, fp_run, tiny_root):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    code, err = run_cli(capsys, "train", "--data-root", str(tiny_root), "--out", str(mine), "--overwrite", *QUICK)
+    assert_one_line_error(code, err, "not a divqat run")
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    run = tmp_path / "run"
+    shutil.copytree(fp_run, run)
+    args = ["train", "--method", "qat", "--from", str(fp_run), "--data-root", str(tiny_root), "--out", str(run)]
+    assert main([*args, "--overwrite", *QUICK]) == 0
+    assert json.loads((run / "metrics.json").read_text())["method"] == "qat"
+    assert not list(tmp_path.glob(".*"))  # no staging or old copy left behind
+
+
+def test_run_refuses_a_directory_that_is_not_its_own(capsys, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    code, err = run_cli(capsys, "run", str(CONFIGS / "fashion-mnist-small.yaml"), "--out", str(taken))
+    assert_one_line_error(code, err, "not a divqat results directory")
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
+
+
+def test_a_failed_attack_leaves_no_staging_directory(capsys, tmp_path, fp_run, tiny_root, monkeypatch):
+    def broken(*args, **kwargs):
+        raise DivqatError("disk full")
+
+    monkeypatch.setattr("divqat.artifacts.save_state", broken)
+    out = tmp_path / "stolen"
+    args = ["attack", "--victim", str(fp_run), "--out", str(out), "--pool", "in", "--budget", "100", "--epochs", "1"]
+    code, err = run_cli(capsys, *args, "--backend", "fp", "--data-root", str(tiny_root), "--quiet")
+    assert_one_line_error(code, err, "disk full")
+    assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_plugin_registrations_reach_the_cli(capsys, tmp_path, tiny_root):
+    plugin = tmp_path / "my_models.py"
+    plugin.write_text(
+        "from torch import nn\n"
+        "from divqat.models import register_model\n\n"
+        "@register_model\n"
+        "def tiny_mlp(normalize, num_classes, input_shape):\n"
+        "    c, h, w = input_shape\n"
+        "    layers = [nn.Flatten(), nn.Linear(c * h * w, 32), nn.ReLU(), nn.Linear(32, num_classes)]\n"
+        "    return nn.Sequential(normalize, *layers)\n"
+    )
+    out = tmp_path / "mlp"
+    args = ["--plugin", str(plugin), "train", "--model", "tiny_mlp", "--method", "qat", "--data-root", str(tiny_root)]
+    assert main([*args, "--out", str(out), *QUICK]) == 0
+    assert json.loads((out / "config.json").read_text())["victim"]["model"] == "tiny_mlp"
+    capsys.readouterr()
+    code, err = run_cli(capsys, "--plugin", str(tmp_path / "missing.py"), "list")
+    assert_one_line_error(code, err, "no such file")
+    code, err = run_cli(capsys, "--plugin", "no_such_module_xyz", "list")
+    assert_one_line_error(code, err, "failed to import")

@@ -28,12 +28,57 @@ from divqat.train.victim import Victim, VictimConfig
 CONFIG, FP, QUANT, ONNX, METRICS = "config.json", "fp.safetensors", "quant.safetensors", "model.onnx", "metrics.json"
 
 
+MARKER = ".divqat"  # in every directory divqat writes as a run: only those are ever replaced or deleted
+
+
+def mark(directory: Path, kind: str) -> None:
+    write_json(directory / MARKER, {"kind": kind, "divqat_version": __version__})
+
+
+def is_marked(directory: Path) -> bool:
+    return (directory / MARKER).is_file()
+
+
+def check_placeable(out: Path) -> None:
+    """A run is written beside its --out and renamed into place: never the current directory, one
+    of its parents, the home directory or the file system's root."""
+    here, target = Path.cwd().resolve(), out.resolve()
+    if not target.name or target == here or target in here.parents or target == Path.home().resolve():
+        raise DivqatError(f"--out {out} is the current, a parent or the home directory; name a new one (e.g. runs/x)")
+
+
 def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse, before any work, to write where a result already is."""
+    """Refuse, before any work, to write where a result already is, or anywhere a run cannot go:
+    `--overwrite` replaces a divqat run (marked by divqat), never any other directory."""
+    check_placeable(out)
     if out.exists() and not out.is_dir():
         raise DivqatError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DivqatError(f"{out} is not empty; choose another --out or pass --overwrite")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DivqatError(f"{out} is not empty; choose another --out or pass --overwrite")
+        if not is_marked(out):
+            raise DivqatError(f"{out} is not a divqat run (no {MARKER} marker); --overwrite replaces only those")
+
+
+def remove_run(path: Path) -> None:
+    """Delete a directory divqat wrote (marked) or an empty one; refuse anything else."""
+    if not path.exists():
+        return
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+    elif path.is_dir() and is_marked(path):
+        shutil.rmtree(path)
+    else:
+        raise DivqatError(f"{path} is in the way and was not written by divqat; move it away")
+
+
+def staging_for(out: Path, kind: str) -> Path:
+    """A fresh, marked staging directory beside `out` (an interrupted run's is replaced)."""
+    staging = out.with_name(f".{out.name}.partial")
+    remove_run(staging)
+    staging.mkdir(parents=True)
+    mark(staging, kind)
+    return staging
 
 
 def write_json(path: Path, value) -> None:
@@ -69,9 +114,7 @@ def load_state(module: nn.Module, path: Path) -> nn.Module:
 
 def stage_run(out: Path, config: VictimConfig, meta: dict, victim: Victim) -> Path:
     """Write config, weights and the ONNX model to a staging directory beside `out`."""
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_for(out, "run")
     write_json(staging / CONFIG, {"divqat_version": __version__, "victim": dataclasses.asdict(config), **meta})
     save_state(victim.fp, staging / FP)
     if victim.prepared is not None:
@@ -84,13 +127,14 @@ def commit_run(staging: Path, out: Path, metrics: dict, overwrite: bool, name: s
     """Add the metrics file and move the staged run into place; an old run goes only with --overwrite."""
     check_output(out, overwrite)
     write_json(staging / name, metrics)
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
         old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
+        remove_run(old)
         out.rename(old)
         staging.rename(out)
-        shutil.rmtree(old)
+        remove_run(old)
     else:
+        remove_run(out)  # empty
         staging.rename(out)
 
 

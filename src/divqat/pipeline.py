@@ -1,9 +1,10 @@
 """`divqat train`: build a victim, deploy it, measure it, write its run directory."""
 
 import dataclasses
-import shutil
 import statistics
 from pathlib import Path
+
+from torch import nn
 
 from divqat import artifacts, metrics
 from divqat.data import Splits, load_splits
@@ -28,8 +29,9 @@ def divqat_settings(config: VictimConfig) -> dict:
     """The objective's settings; alpha 0 and no divergence for the other methods."""
     if config.method != "divqat":
         return {"alpha": 0.0, "divergence": None}
-    keys = ("alpha", "divergence", "non_target", "logq_floor", "hinge", "warmup")
-    return {k: getattr(config, k) for k in keys}
+    keys = ("alpha", "divergence", "non_target", "logq_floor", "hinge", "warmup", "beta", "outlier_loss")
+    settings = {k: getattr(config, k) for k in keys}
+    return {**settings, "outliers": list(config.outliers) if config.uses_outliers else None}
 
 
 def fmean_or_none(values: list[float]) -> float | None:
@@ -76,20 +78,24 @@ def train(
     overwrite: bool = False,
     quiet: bool = False,
     test_limit: int | None = None,
+    splits: Splits | None = None,
+    model: nn.Module | None = None,
 ) -> dict:
+    """Train, deploy and measure a victim; write its run directory. `splits` (your own data, see
+    `divqat.api.dataset`) replaces the config's dataset, `model` the registry's architecture."""
     artifacts.check_output(out, overwrite)  # before hours of training, not after
-    splits = load_splits(config.dataset, data_root)
+    splits = splits or load_splits(config.dataset, data_root)
     if test_limit:
         splits = dataclasses.replace(splits, test=splits.test.head(test_limit))
     fp = load_fp_for(config, fp_from) if fp_from else None
-    victim = build_victim(config, splits, fp, quiet)
+    victim = build_victim(config, splits, fp, quiet, model)
     meta = {**run_meta(config, splits), "fp_from": str(fp_from) if fp_from else None}
     staging = artifacts.stage_run(out, config, meta, victim)
     try:
         result = measure(config, splits, victim, OnnxModel(staging / artifacts.ONNX))
         artifacts.commit_run(staging, out, result, overwrite)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        artifacts.remove_run(staging)
         raise
     return result
 

@@ -101,3 +101,47 @@ def test_digits_pool_is_real_and_sized():
     assert pool.images.min() >= 0 and pool.images.max() <= 1
     assert set(pool.labels.tolist()) == set(range(10))
     assert digits(32, 3).images.shape == (1797, 3, 32, 32)
+
+
+def fake_idx_labels(root, train_first: list[int], test_first: list[int]):
+    """The four IDX file names, with label files of the right counts and first labels (enough to
+    identify a dataset by content; the image files are placeholders)."""
+    from divqat.data.idx import write_idx
+    from divqat.data.mnist import IDX_FILES
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name, count, first in ((IDX_FILES[1], 60_000, train_first), (IDX_FILES[3], 10_000, test_first)):
+        labels = np.zeros(count, dtype=np.uint8)
+        labels[: len(first)] = first
+        write_idx(root / name, labels)
+    for name in (IDX_FILES[0], IDX_FILES[2]):
+        write_idx(root / name, np.zeros((1, 28, 28), dtype=np.uint8))
+    return root
+
+
+MNIST_FIRST = ([5, 0, 4, 1, 9, 2, 1, 3, 1, 4], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
+FASHION_FIRST = ([9, 0, 0, 3, 0, 2, 7, 2, 5, 5], [9, 2, 1, 1, 6, 1, 4, 6, 5, 7])
+
+
+def test_a_flat_root_is_identified_by_content(tmp_path, monkeypatch):
+    """MNIST and Fashion-MNIST share file names: a flat root of MNIST files is never taken for
+    Fashion-MNIST (whose thief would then query the victim's own data as 'out of distribution')."""
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setattr("divqat.data.locate.SYSTEM_ROOT", tmp_path / "nowhere")
+    mnist_flat = fake_idx_labels(tmp_path / "flat", *MNIST_FIRST)
+    assert locate(get_dataset("mnist"), mnist_flat) == mnist_flat
+    with pytest.raises(DivqatError, match="fashion-mnist not found"):
+        locate(get_dataset("fashion-mnist"), mnist_flat)
+    fashion = fake_idx_labels(mnist_flat / "fashion-mnist", *FASHION_FIRST)
+    assert locate(get_dataset("fashion-mnist"), mnist_flat) == fashion
+
+
+def test_an_unidentifiable_flat_root_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setattr("divqat.data.locate.SYSTEM_ROOT", tmp_path / "nowhere")
+    unknown = fake_idx_labels(tmp_path / "mine", [1] * 10, [2] * 10)
+    for name in ("mnist", "fashion-mnist"):
+        with pytest.raises(DivqatError, match="ambiguous"):
+            locate(get_dataset(name), unknown)
+    named = fake_idx_labels(tmp_path / "mine" / "mnist", [1] * 10, [2] * 10)
+    assert locate(get_dataset("mnist"), unknown) == named  # the sub-folder names it

@@ -19,11 +19,28 @@ def candidate_dirs(info: DatasetInfo, data_root: Path | None) -> list[Path]:
     return [d for root in roots for d in (root / info.name, root)]
 
 
+def holds(info: DatasetInfo, d: Path) -> bool:
+    """Whether d holds the dataset: its sub-folder by name, a flat root by content. A flat root
+    whose files are another dataset's is passed over; one whose files are nobody's is refused."""
+    if not all((d / f).is_file() for f in info.files):
+        return False
+    if d.name == info.name or info.identify is None or info.identify(d):
+        return True
+    from divqat.data.registry import DATASETS
+
+    if any(o.identify(d) for o in DATASETS.values() if o is not info and o.identify and o.files == info.files):
+        return False
+    raise DivqatError(
+        f"{d} holds {info.name}'s file names but not its content (ambiguous: several datasets use these names); "
+        f"put {info.name}'s files in {d / info.name}"
+    )
+
+
 def locate(info: DatasetInfo, data_root: Path | None = None) -> Path:
     if data_root is not None and not data_root.is_dir():
         raise DivqatError(f"data root {data_root} is not a directory")
     for d in candidate_dirs(info, data_root):
-        if all((d / f).is_file() for f in info.files):
+        if holds(info, d):
             return d
     hint = (
         "install Debian's package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"

@@ -1,5 +1,10 @@
-"""Fashion-MNIST (the embedded default, from Debian's dataset-fashion-mnist) and MNIST."""
+"""Fashion-MNIST (the embedded default, from Debian's dataset-fashion-mnist) and MNIST.
 
+Both use the same four file names, so a folder is taken for one of them only if it is named
+after it or its files' content says so (their label counts and first labels).
+"""
+
+import gzip
 from pathlib import Path
 
 from divqat.data.idx import read_idx
@@ -12,6 +17,28 @@ IDX_FILES = (
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 )
+
+
+def first_labels(path: Path, n: int = 10) -> tuple[int, list[int]] | None:
+    """(count, first n labels) of an IDX label file, reading only its first bytes."""
+    try:
+        with gzip.open(path) as f:
+            head = f.read(8 + n)
+    except (OSError, EOFError):
+        return None
+    if len(head) < 8 + n or head[:4] != b"\x00\x00\x08\x01":
+        return None
+    return int.from_bytes(head[4:8], "big"), list(head[8:])
+
+
+def same_content(train: list[int], test: list[int]):
+    """The dataset's fingerprint: 60,000 and 10,000 labels starting with these ten each."""
+
+    def identify(root: Path) -> bool:
+        labels = first_labels(root / IDX_FILES[1]), first_labels(root / IDX_FILES[3])
+        return labels == ((60_000, train), (10_000, test))
+
+    return identify
 
 
 def read_idx_dataset(root: Path) -> tuple[ImageSet, ImageSet]:
@@ -39,6 +66,7 @@ register_dataset(
         ),
     ),
     ood_pool="digits",
+    identify=same_content([9, 0, 0, 3, 0, 2, 7, 2, 5, 5], [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]),
 )(read_idx_dataset)
 
 register_dataset(
@@ -57,4 +85,5 @@ register_dataset(
         ),
     ),
     ood_pool="fashion-mnist",
+    identify=same_content([5, 0, 4, 1, 9, 2, 1, 3, 1, 4], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]),
 )(read_idx_dataset)

@@ -24,6 +24,8 @@ class DatasetInfo:
     read: Callable[[Path], tuple[ImageSet, ImageSet]]  # dir -> (train, test)
     downloads: tuple[Download, ...] = field(default=())
     ood_pool: str = ""  # the thief's out-of-distribution query set for this victim
+    # dir -> whether its files hold this dataset (by content), for datasets that share file names.
+    identify: Callable[[Path], bool] | None = None
 
 
 DATASETS = Registry("dataset")

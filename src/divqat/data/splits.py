@@ -32,9 +32,11 @@ class Splits:
         return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
 
 
-def split(train: ImageSet, test: ImageSet, dataset: str, num_classes: int) -> Splits:
+def split(
+    train: ImageSet, test: ImageSet, dataset: str, num_classes: int, thief_fraction: float = THIEF_POOL_FRACTION
+) -> Splits:
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    n_pool = round(len(train) * THIEF_POOL_FRACTION)
+    n_pool = round(len(train) * thief_fraction)
     return Splits(
         dataset=dataset,
         num_classes=num_classes,

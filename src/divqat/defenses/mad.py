@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from divqat.defenses.registry import Defense, check_range, register_defense
-from divqat.models import create_model
-from divqat.train import TrainConfig, cross_entropy, fit, predict_proba
+from divqat.defenses.registry import Defense, answers_of, check_range, register_defense
 
 
 def unit(v: Tensor) -> Tensor:
@@ -42,6 +40,9 @@ class MAD(Defense):
         self.keeps_argmax = bool(self.keep_argmax)
 
     def fit(self, victim, splits) -> "MAD":
+        from divqat.models import create_model  # training code, only when a defense is built
+        from divqat.train import TrainConfig, cross_entropy, fit
+
         torch.manual_seed(self.seed)
         train = splits.victim_train
         mean, std = splits.channel_stats()
@@ -60,7 +61,7 @@ class MAD(Defense):
         if self.surrogate is None:
             raise RuntimeError("MAD needs fit() before use")
         y = probs.double()
-        s = predict_proba(self.surrogate, images).double()
+        s = answers_of(self.surrogate, images).double()
         k = y.shape[-1]
         targets = torch.eye(k, dtype=y.dtype)  # candidate y* = e_j, j = 0..K-1
         l1 = (y.unsqueeze(1) - targets).abs().sum(-1)  # (B, K)

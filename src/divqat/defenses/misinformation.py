@@ -11,9 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from divqat.defenses.registry import Defense, check_range, register_defense
-from divqat.models import create_model
-from divqat.train import TrainConfig, fit, predict_proba
+from divqat.defenses.registry import Defense, answers_of, check_range, register_defense
 
 
 def misinformation_loss(logits: Tensor, batch: dict[str, Tensor], progress: float = 0.0) -> Tensor:
@@ -37,6 +35,9 @@ class AdaptiveMisinformation(Defense):
         check_range(self, "epochs", 0, 100)
 
     def fit(self, victim, splits) -> "AdaptiveMisinformation":
+        from divqat.models import create_model  # training code, only when a defense is built
+        from divqat.train import TrainConfig, fit
+
         torch.manual_seed(self.seed)
         mean, std = splits.channel_stats()
         model = create_model(
@@ -52,4 +53,4 @@ class AdaptiveMisinformation(Defense):
         if self.misinformation is None:
             raise RuntimeError("adaptive misinformation needs fit() before use")
         a = torch.sigmoid(-self.nu * (probs.max(-1, keepdim=True).values - self.tau))
-        return (1 - a) * probs + a * predict_proba(self.misinformation, images)
+        return (1 - a) * probs + a * answers_of(self.misinformation, images)

@@ -7,6 +7,7 @@ Parameters are validated in __post_init__, so a bad value fails before any query
 import dataclasses
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from divqat.errors import DivqatError
@@ -83,3 +84,10 @@ def check_range(defense, key: str, low: float, high: float) -> None:
 def renormalize(probs: Tensor) -> Tensor:
     probs = probs.clamp_min(0)
     return probs / probs.sum(-1, keepdim=True)
+
+
+@torch.no_grad()
+def answers_of(model, images: Tensor) -> Tensor:
+    """A defense's own model's probabilities (eval mode, CPU). Written here rather than taken
+    from divqat.train, so that serving a defended model never imports the training code."""
+    return torch.softmax(model.eval()(images), -1)

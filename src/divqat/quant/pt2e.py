@@ -6,20 +6,45 @@ int8 kernels and the same ONNX QDQ graph serve both widths.
 
 import copy
 import dataclasses
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+    QUANT_ANNOTATION_KEY,
     X86InductorQuantizer,
     get_default_x86_inductor_quantization_config,
+    get_input_act_qspec,
 )
 
 from divqat.quant.config import QuantConfig
 
 # Graphs are exported with a symbolic batch size, so one prepared model trains and runs on any batch.
 BATCH = torch.export.Dim("batch", min=1, max=1 << 20)
+
+
+class ResidualQuantizer(X86InductorQuantizer):
+    """The x86 recipe, plus both inputs of every residual add quantized.
+
+    X86InductorQuantizer leaves the convolution before a residual add in float (oneDNN fuses the
+    add into that convolution). onnxruntime cannot fuse it, so in the deployed ONNX model those
+    convolutions ran in float on dequantized weights, with layout changes around them: ResNet-20
+    int8 was slower than FP32 in onnxruntime. Quantizing the add's other input too makes every
+    convolution a QLinearConv and every add a QLinearAdd (docs/benchmarks.md). LeNet-5 has no add
+    and is unchanged."""
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        super().annotate(model)
+        spec = get_input_act_qspec(self.global_config)
+        for node in model.graph.nodes:
+            annotation = node.meta.get(QUANT_ANNOTATION_KEY)
+            if node.target is torch.ops.aten.add.Tensor and annotation is not None and self.global_config:
+                for arg in node.args[:2]:
+                    if isinstance(arg, torch.fx.Node) and arg not in annotation.input_qspec_map:
+                        annotation.input_qspec_map[arg] = spec
+        return model
 
 
 def quantizer(config: QuantConfig, is_qat: bool) -> X86InductorQuantizer:
@@ -35,7 +60,7 @@ def quantizer(config: QuantConfig, is_qat: bool) -> X86InductorQuantizer:
         input_activation=dataclasses.replace(spec.input_activation, quant_max=act_max),
         output_activation=dataclasses.replace(spec.output_activation, quant_max=act_max),
     )
-    return X86InductorQuantizer().set_global(spec)
+    return ResidualQuantizer().set_global(spec)
 
 
 def export_graph(model: nn.Module, input_shape: tuple[int, ...], train: bool) -> torch.fx.GraphModule:
@@ -64,6 +89,20 @@ def set_mode(model: nn.Module, train: bool) -> nn.Module:
     else:
         model.train(train)
     return model
+
+
+@contextmanager
+def frozen_observers(model: nn.Module):
+    """Fake quantizers keep quantizing but stop updating their ranges (a no-op on FP models)."""
+    quantizers = [m for m in model.modules() if hasattr(m, "observer_enabled")]
+    states = [m.observer_enabled.clone() for m in quantizers]
+    for m in quantizers:
+        m.observer_enabled.fill_(0)
+    try:
+        yield model
+    finally:
+        for m, state in zip(quantizers, states, strict=True):
+            m.observer_enabled.copy_(state)
 
 
 @torch.no_grad()

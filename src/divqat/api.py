@@ -1,0 +1,89 @@
+"""divqat from Python, without the command line: your model, your tensors, the same pipeline.
+
+    import torch
+    from divqat import api
+
+    data = api.dataset(train_images, train_labels, test_images, test_labels)  # float32 NCHW in [0, 1]
+    victim = api.train_victim(MyNet(), data, "runs/mine", method="divqat", alpha=0.0, beta=1.0)
+    result, surrogate = api.steal(victim, data, pool="photos", budget=5000, surrogate="cnn")
+    defended, _ = api.steal(victim, data, budget=5000, defenses=[api.defense("reverse-sigmoid", beta=0.2)])
+
+`train_victim` runs FP training, QAT or DivQAT, int8 conversion and ONNX export exactly as
+`divqat train` does, and writes the same run directory; `steal` runs any registered attack
+against the deployed ONNX model, behind any chain of post-hoc defenses. A model passed as an
+`nn.Module` takes raw [0, 1] pixels (normalise inside it) and must be PT2E-exportable; register
+its builder with `divqat.models.register_model` to reload it by name later (`divqat --plugin`).
+"""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from divqat import pipeline
+from divqat.attacks import AttackConfig
+from divqat.blackbox import load_backend
+from divqat.data import ImageSet, Splits
+from divqat.data.pools import query_pool
+from divqat.data.splits import THIEF_POOL_FRACTION, split
+from divqat.defenses import Defense, create_defense
+from divqat.errors import DivqatError
+from divqat.extraction import steal as steal_in_memory
+from divqat.train.victim import VictimConfig
+
+__all__ = ["dataset", "defense", "steal", "train_victim"]
+
+
+def dataset(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    *,
+    name: str = "custom",
+    thief_fraction: float = THIEF_POOL_FRACTION,
+) -> Splits:
+    """Your tensors as divqat's splits: the training images are split (fixed seed) into the
+    victim's training set and a disjoint thief's split, as for the built-in datasets."""
+    train, test = ImageSet(train_images.float(), train_labels.long()), ImageSet(test_images.float(), test_labels.long())
+    if train.images.min() < 0 or train.images.max() > 1:
+        raise DivqatError("images must be float32 pixels in [0, 1] (NCHW)")
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    return split(train, test, name, num_classes, thief_fraction)
+
+
+def train_victim(model: nn.Module | str, data: Splits, out: str | Path, **config) -> Path:
+    """Train a victim (FP, then the `method`: ptq, qat or divqat) and write its run directory
+    `out` (model.onnx, weights, metrics.json); keyword arguments are VictimConfig fields."""
+    overwrite = config.pop("overwrite", False)
+    name = model if isinstance(model, str) else type(model).__name__
+    settings = VictimConfig(dataset=data.dataset, model=name, **config)
+    module = None if isinstance(model, str) else model
+    pipeline.train(settings, Path(out), splits=data, model=module, quiet=True, overwrite=overwrite)
+    return Path(out)
+
+
+def defense(name: str, **params) -> Defense:
+    """A post-hoc defense of the registry, e.g. defense("mad", epsilon=0.5)."""
+    return create_defense(name, params)
+
+
+def steal(
+    victim: str | Path,
+    data: Splits,
+    *,
+    pool: str | torch.Tensor = "ood",
+    defenses: list[Defense] = (),
+    **config,
+) -> tuple[dict, nn.Module]:
+    """Steal the deployed model of a run directory through its black box; keyword arguments are
+    AttackConfig fields (attack, budget, labels, surrogate, epochs, seed, adaptive options).
+    `pool` names a registered query pool or gives the thief's own images (float32 NCHW)."""
+    if not isinstance(pool, str | torch.Tensor):
+        raise DivqatError("pool is a pool name or a tensor of images")
+    answer = load_backend(Path(victim), "onnx")  # checks it is a run directory
+    own = not isinstance(pool, str)
+    images = ImageSet(pool.float(), torch.full((len(pool),), -1)) if own else query_pool(pool, data)
+    settings = AttackConfig(pool="ood" if own else pool, **config)
+    surrogate, result = steal_in_memory(answer, data, settings, defenses=tuple(defenses), pool=images)
+    return {**result, "pool": "custom" if own else pool, "victim": str(victim)}, surrogate
