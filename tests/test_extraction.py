@@ -2,7 +2,7 @@
 
 import torch
 
-from divqat.extraction import query_pool
+from divqat.data.pools import query_pool
 
 
 def test_pools(tiny_splits, tiny_root):

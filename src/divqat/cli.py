@@ -1,7 +1,6 @@
 """The `divqat` command line. Every bad input ends in one line on stderr and exit code 2."""
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +8,8 @@ import typer
 from rich.table import Table
 
 from divqat.errors import DivqatError
+from divqat.plugins import quiet_warnings
+from divqat.serve.cli import register as register_serve_commands
 from divqat.ui import console
 
 app = typer.Typer(
@@ -17,6 +18,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="DivQAT: quantized CNNs that are hard to steal by model extraction.",
 )
+
+
+@app.callback()
+def options(
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(help="Import MODULE (or a .py file) first: your own registered models, datasets, defenses."),
+    ] = None,
+):
+    """DivQAT: quantized CNNs that are hard to steal by model extraction."""
+    from divqat.plugins import load_plugins
+
+    load_plugins(plugin or [])
 
 
 def print_metrics(result: dict, title: str) -> None:
@@ -42,6 +56,13 @@ def train(
     logq_floor: Annotated[float, typer.Option(help="Clamp log q at log(this) in the divergence; 0: off.")] = 0.0,
     hinge: Annotated[float, typer.Option(help="Cap each sample's divergence at this; 0: off.")] = 0.0,
     warmup: Annotated[float, typer.Option(help="Fraction of training over which alpha ramps up.")] = 0.0,
+    beta: Annotated[float, typer.Option(help="Weight of the outlier term (0: off).")] = 0.0,
+    outlier_loss: Annotated[
+        str, typer.Option(help="What to answer on outliers: misinformation, shift, uniform or divergence.")
+    ] = "divergence",
+    outliers: Annotated[
+        str, typer.Option(help="Outlier sources, comma-separated (divqat list: outlier sources).")
+    ] = "noise,strokes,shapes",
     bits: Annotated[int, typer.Option(help="Weight bits: 8 or 4.")] = 8,
     activation_bits: Annotated[
         int | None, typer.Option(help="Activation bits: 8 or 7; default 8 with VNNI, else 7.")
@@ -69,7 +90,8 @@ def train(
         fp_epochs = epochs
     config = VictimConfig(
         dataset=dataset, model=model, method=method, alpha=alpha, divergence=divergence,
-        non_target=non_target, logq_floor=logq_floor, hinge=hinge, warmup=warmup, weight_bits=bits,
+        non_target=non_target, logq_floor=logq_floor, hinge=hinge, warmup=warmup, beta=beta,
+        outlier_loss=outlier_loss, outliers=outliers, weight_bits=bits,
         activation_bits=activation_bits, epochs=epochs, lr=lr, fp_epochs=fp_epochs, fp_lr=fp_lr,
         batch_size=batch_size, seed=seed, train_limit=train_limit,
     )  # fmt: skip
@@ -103,13 +125,28 @@ def attack(
     victim: Annotated[Path, typer.Option(help="Victim run directory (from `divqat train`).")],
     out: Annotated[Path, typer.Option(help="Result directory to write (must be new or empty).")],
     attack: Annotated[str, typer.Option(help="knockoff, knockoff-adaptive, jbda or dfme.")] = "knockoff",
-    pool: Annotated[str, typer.Option(help="in, ood or mixed (the in pool plus 4x as many ood images).")] = "ood",
-    budget: Annotated[int, typer.Option(help="Queries the thief may make.")] = 10_000,
+    pool: Annotated[str, typer.Option(help="Query pool: in, ood, mixed, photos or validation.")] = "ood",
+    budget: Annotated[
+        int | None, typer.Option(help="Queries the thief may make [default: 10,000; http: what the key has left].")
+    ] = None,
     labels: Annotated[str, typer.Option(help="soft: train on probabilities; hard: on top-1 labels.")] = "soft",
     surrogate: Annotated[str, typer.Option(help="Surrogate architecture.")] = "lenet5",
     epochs: Annotated[int, typer.Option(help="Surrogate training epochs.")] = 20,
+    augment: Annotated[bool, typer.Option(help="Train the surrogate on augmented views of its queries.")] = False,
+    confidence_tau: Annotated[
+        float, typer.Option(help="Adaptive thief: drop (or down-weight) answers less confident than this.")
+    ] = 0.0,
+    confidence_mode: Annotated[str, typer.Option(help="drop or weight, for --confidence-tau.")] = "drop",
+    smoothing: Annotated[int, typer.Option(help="Adaptive thief: ask each image as k augmented copies.")] = 1,
+    in_seeds: Annotated[int, typer.Option(help="Adaptive thief: mix this many in-distribution images in.")] = 0,
     seed: Annotated[int, typer.Option()] = 0,
-    backend: Annotated[str, typer.Option(help="onnx (deployed file), int8 (in-process kernels) or fp.")] = "onnx",
+    backend: Annotated[
+        str, typer.Option(help="onnx (deployed file), int8 (in-process kernels), fp, or http (a served victim).")
+    ] = "onnx",
+    url: Annotated[str | None, typer.Option(help="--backend http: the server, e.g. http://127.0.0.1:8000.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--key", envvar="DIVQAT_KEY", help="--backend http: the API key.")
+    ] = None,
     defense: Annotated[list[str] | None, typer.Option(help="Post-hoc defense, repeatable (applied in order).")] = None,
     defense_param: Annotated[
         list[str] | None, typer.Option(help="key=value for the last --defense, repeatable.")
@@ -125,13 +162,17 @@ def attack(
 
     With --defense-sweep, OUT holds one result directory per value (e.g. OUT/beta-0.1)."""
     from divqat.attacks import AttackConfig, get_attack
-    from divqat.blackbox import BACKENDS
+    from divqat.blackbox import BACKENDS, load_backend
     from divqat.defenses import create_defense
     from divqat.extraction import run_attack
 
     get_attack(attack)
     if backend not in BACKENDS:
         raise DivqatError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend != "http" and url:  # (not --key: it may come from DIVQAT_KEY)
+        raise DivqatError("--url is for --backend http")
+    if budget is None:  # a served victim's budget is the server's
+        budget = load_backend(victim, "http", url=url, key=api_key).remaining if backend == "http" else 10_000
     names = defense or []
     if defense_param and not names:
         raise DivqatError("--defense-param needs a --defense")
@@ -142,7 +183,10 @@ def attack(
             raise DivqatError("--defense-sweep needs a --defense")
         key, values = parse_sweep(defense_sweep)
         runs = {out / f"{key}-{v}": {**params, key: v} for v in values}
-    config = AttackConfig(attack, pool, budget, labels, surrogate, epochs, seed=seed)
+    config = AttackConfig(
+        attack, pool, budget, labels, surrogate, epochs, seed=seed, augment=augment, confidence_tau=confidence_tau,
+        confidence_mode=confidence_mode, smoothing=smoothing, in_seeds=in_seeds,
+    )  # fmt: skip
     check_model_and_data_names(model=surrogate)
     # Every defense of every run is built (and so validated) before the first run starts.
     chains = {
@@ -151,7 +195,8 @@ def attack(
     }
     for target, defenses in chains.items():
         result = run_attack(
-            victim, config, target, data_root=data_root, backend=backend, defenses=defenses, overwrite=overwrite,
+            victim, config, target, data_root=data_root, backend=backend, url=url, key=api_key, defenses=defenses,
+            overwrite=overwrite,
             quiet=quiet,
         )  # fmt: skip
         print_metrics({k: v for k, v in result.items() if k != "defenses"}, f"{attack} -> {target}")
@@ -184,10 +229,16 @@ def evaluate(
 def run(
     config: Annotated[Path, typer.Argument(help="Experiment config (YAML), e.g. configs/fashion-mnist-small.yaml.")],
     out: Annotated[Path, typer.Option(help="Results directory; rerun with the same one to resume.")],
-    jobs: Annotated[int, typer.Option(help="Jobs run at once (processes).")] = 1,
+    jobs: Annotated[int, typer.Option(help="Jobs run at once (processes; with --executor ray, on each node).")] = 1,
     data_root: Annotated[Path | None, typer.Option(help="Where the dataset's files are.")] = None,
     report: Annotated[bool, typer.Option(help="Write the report when the grid is done.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    executor: Annotated[
+        str, typer.Option(help="local (this machine) or ray (a Ray cluster: pip install -e '.[ray]').")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="--executor ray: the cluster, auto or HOST:PORT [default: Ray on this machine].")
+    ] = None,
 ):
     """Run an experiment grid; finished jobs are cached by hash and never recomputed."""
     from divqat.experiments import load_experiment, run_experiment, write_report
@@ -195,7 +246,9 @@ def run(
     if jobs < 1:
         raise DivqatError(f"--jobs must be >= 1, got {jobs}")
     experiment = load_experiment(config)
-    summary = run_experiment(experiment, out, jobs=jobs, data_root=data_root, quiet=quiet)
+    summary = run_experiment(
+        experiment, out, jobs=jobs, data_root=data_root, quiet=quiet, executor=executor, address=address
+    )
     console.print(f"{summary['ran']} of {summary['jobs']} jobs run in {summary['seconds']:.0f} s")
     if report:
         console.print(f"report: {write_report(out)[0]}")
@@ -230,21 +283,28 @@ def list_registries():
     """The registered datasets, models, methods and divergences."""
     from divqat.attacks import ATTACKS
     from divqat.data import DATASETS
+    from divqat.data.outliers import OUTLIERS
+    from divqat.data.pools import POOLS
     from divqat.defenses import DEFENSES
     from divqat.models import MODELS
     from divqat.train import DIVERGENCES
+    from divqat.train.outlier_losses import OUTLIER_LOSSES
     from divqat.train.victim import METHODS
 
     registries = {
         "datasets": DATASETS, "models": MODELS, "methods": METHODS, "divergences": DIVERGENCES,
-        "attacks": ATTACKS, "defenses": DEFENSES,
+        "outlier losses": OUTLIER_LOSSES, "outlier sources": OUTLIERS, "query pools": POOLS, "attacks": ATTACKS,
+        "defenses": DEFENSES,
     }  # fmt: skip
     for name, items in registries.items():
         console.print(f"{name}: {', '.join(items)}")
 
 
+register_serve_commands(app)  # `divqat serve` and `divqat keys`, listed after the commands above
+
+
 def main(argv: list[str] | None = None) -> int:
-    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.export internals, not ours
+    quiet_warnings()
     try:
         app(args=argv, standalone_mode=False)
     except DivqatError as e:

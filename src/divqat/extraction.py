@@ -1,88 +1,62 @@
 """`divqat attack`: steal a victim through its black-box interface and measure the theft."""
 
+import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from divqat import artifacts, metrics
 from divqat.attacks import AttackConfig, Thief, get_attack
 from divqat.blackbox import BlackBoxVictim, defend, load_backend
-from divqat.data import ImageSet, Splits, digits, get_dataset, load_splits
-from divqat.data.augment import sample_with_augmentation
+from divqat.blackbox.victim import Backend
+from divqat.data import ImageSet, Splits, load_splits
+from divqat.data.pools import query_pool, with_in_distribution
 from divqat.defenses import Defense
+from divqat.errors import DivqatError
 from divqat.train import predict_proba
 
 
-def ood_pool(splits: Splits, data_root: Path | None) -> ImageSet:
-    """The thief's out-of-distribution pool: digits for (Fashion-)MNIST-sized victims, else the
-    paired dataset of the protocol (CIFAR-10 -> CIFAR-100 queries and so on)."""
-    name = get_dataset(splits.dataset).ood_pool
-    channels, size, _ = splits.input_shape
-    if name == "digits":
-        return digits(size, channels)
-    other = load_splits(name, data_root)
-    images = other.victim_train.images
-    if images.shape[1:] != splits.input_shape:
-        images = torch.nn.functional.interpolate(images.mean(1, keepdim=True), size=(size, size))
-        images = images.repeat(1, channels, 1, 1)
-    return ImageSet(images, other.victim_train.labels)
-
-
-def query_pool(kind: str, splits: Splits, data_root: Path | None) -> ImageSet:
-    if kind == "in":
-        return splits.thief_pool
-    ood = ood_pool(splits, data_root)
-    if kind == "ood":
-        return ood
-    # mixed: KnockoffNets' setting, a large pool that is mostly irrelevant: the whole thief-pool
-    # split plus four times as many out-of-distribution images (augmented views where needed).
-    inside = splits.thief_pool
-    junk = sample_with_augmentation(ood.images, 4 * len(inside), torch.Generator().manual_seed(0))
-    labels = torch.cat([torch.full((len(junk),), -1), inside.labels])  # -1: not a victim class
-    return ImageSet(torch.cat([junk, inside.images]), labels)
-
-
-def run_attack(
-    victim_dir: Path,
+def steal(
+    answer: Backend,
+    splits: Splits,
     config: AttackConfig,
-    out: Path | None,
     *,
+    defenses: Sequence[Defense] = (),
+    pool: ImageSet | None = None,
+    reference: Backend | None = None,
     data_root: Path | None = None,
-    backend: str = "onnx",
-    defenses: tuple[Defense, ...] = (),
-    overwrite: bool = False,
     quiet: bool = True,
-) -> dict:
-    if out is not None:
-        artifacts.check_output(out, overwrite)
-    attack = get_attack(config.attack)
-    victim_config, meta = artifacts.load_config(victim_dir)
-    answer = load_backend(victim_dir, backend)
-    splits = load_splits(victim_config.dataset, data_root)
+) -> tuple[nn.Module, dict]:
+    """The theft, in memory: the thief queries `answer` (behind `defenses`, within the budget)
+    from `pool` (default: the config's named pool) and trains its surrogate; the test-set
+    metrics compare it with `reference` (default `answer`; a served victim's own copy, so that
+    measuring spends no key's queries). Returns the surrogate and the measurements."""
+    reference = reference or answer
     for defense in defenses:
-        defense.fit(answer, splits)
-    pool = None if config.attack == "dfme" else query_pool(config.pool, splits, data_root)
+        defense.fit(reference, splits)
+    if pool is None and config.attack != "dfme":
+        pool = query_pool(config.pool, splits, data_root)
+    if pool is not None and config.in_seeds:
+        pool = with_in_distribution(pool, splits.thief_pool, config.in_seeds, config.seed)
     victim = BlackBoxVictim(answer, config.budget, defenses)
     thief = Thief(
         config, pool, splits.input_shape, splits.num_classes, torch.Generator().manual_seed(config.seed), quiet
     )
     start = time.perf_counter()
-    surrogate = attack(victim, thief)
+    surrogate = get_attack(config.attack)(victim, thief)
     seconds = time.perf_counter() - start
 
     test = splits.test
-    clean = answer(test.images)
+    clean = reference(test.images)
     defended = defend(clean, test.images, defenses)
     stolen = predict_proba(surrogate, test.images)
     victim_accuracy = metrics.accuracy(clean, test.labels)
     surrogate_accuracy = metrics.accuracy(stolen, test.labels)
-    result = {
-        **{k: getattr(config, k) for k in ("attack", "pool", "budget", "labels", "surrogate", "seed")},
-        "victim": str(victim_dir),
-        "victim_method": victim_config.method,
-        "victim_alpha": victim_config.alpha if victim_config.method == "divqat" else 0.0,
-        "backend": backend,
+    return surrogate, {
+        **dataclasses.asdict(config),
         "defenses": [{"name": d.name, **d.params()} for d in defenses],
         "queries": victim.queries,
         "victim_accuracy": victim_accuracy,
@@ -95,9 +69,49 @@ def run_attack(
         "attack_seconds": seconds,
         "answer_seconds_per_query": victim.seconds / max(victim.queries, 1),
     }
+
+
+def run_attack(
+    victim_dir: Path,
+    config: AttackConfig,
+    out: Path | None,
+    *,
+    data_root: Path | None = None,
+    backend: str = "onnx",
+    url: str | None = None,
+    key: str | None = None,
+    defenses: tuple[Defense, ...] = (),
+    overwrite: bool = False,
+    quiet: bool = True,
+) -> dict:
+    """`divqat attack`: steal the victim of a run directory; write OUT/result.json and the surrogate."""
     if out is not None:
-        staging = out.with_name(f".{out.name}.partial")
-        staging.mkdir(parents=True, exist_ok=True)
-        artifacts.save_state(surrogate, staging / "surrogate.safetensors")
-        artifacts.commit_run(staging, out, result, overwrite, name="result.json")
+        artifacts.check_output(out, overwrite)
+    get_attack(config.attack)
+    victim_config, meta = artifacts.load_config(victim_dir)
+    answer = load_backend(victim_dir, backend, url=url, key=key)
+    if backend == "http" and config.budget > (remaining := answer.remaining):  # the server counts, not us
+        raise DivqatError(f"budget {config.budget} is more than the {remaining} queries the key has left at {url}")
+    # The test-set metrics use the victim's own copy: they must not spend a served key's queries.
+    reference = load_backend(victim_dir, "onnx") if backend == "http" else answer
+    splits = load_splits(victim_config.dataset, data_root)
+    surrogate, measured = steal(
+        answer, splits, config, defenses=defenses, reference=reference, data_root=data_root, quiet=quiet
+    )
+    result = {
+        **measured,
+        "victim": str(victim_dir),
+        "victim_method": victim_config.method,
+        "victim_alpha": victim_config.alpha if victim_config.method == "divqat" else 0.0,
+        "victim_beta": victim_config.beta if victim_config.uses_outliers else 0.0,
+        "backend": backend,
+    }
+    if out is not None:
+        staging = artifacts.staging_for(out, "attack")
+        try:
+            artifacts.save_state(surrogate, staging / "surrogate.safetensors")
+            artifacts.commit_run(staging, out, result, overwrite, name="result.json")
+        except BaseException:
+            artifacts.remove_run(staging)
+            raise
     return result

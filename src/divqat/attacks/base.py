@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from divqat.data import ImageSet
+from divqat.data.augment import random_affine
+from divqat.data.pools import POOLS
 from divqat.device import default_device
 from divqat.errors import DivqatError
 from divqat.models import create_model
@@ -17,11 +19,18 @@ from divqat.registry import Registry
 from divqat.train import TrainConfig, cross_entropy, fit
 
 LABEL_MODES = ("soft", "hard")
-POOLS = ("in", "ood", "mixed")
+CONFIDENCE_MODES = ("drop", "weight")
 
 
 @dataclass(frozen=True)
 class AttackConfig:
+    """One theft. Past the basics, the ways a thief adapts to a training-time defense:
+    `labels="hard"` (top-1 only), `confidence_tau` (drop, or down-weight to max prob / tau, the
+    answers whose max probability is below tau), `smoothing` (query each image as k augmented
+    copies and train on the mean answer; every copy is a query) and `in_seeds` (that many images
+    of the thief's in-distribution split mixed into the pool). `augment` trains the surrogate
+    on randomly shifted, rotated and scaled views of its queries (the answers kept)."""
+
     attack: str = "knockoff"
     pool: str = "ood"
     budget: int = 10_000
@@ -31,6 +40,11 @@ class AttackConfig:
     lr: float = 1e-3
     batch_size: int = 128
     seed: int = 0
+    augment: bool = False
+    confidence_tau: float = 0.0
+    confidence_mode: str = "drop"
+    smoothing: int = 1
+    in_seeds: int = 0
 
     def __post_init__(self):
         if self.budget <= 0:
@@ -41,6 +55,12 @@ class AttackConfig:
             raise DivqatError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
         if self.epochs < 1:
             raise DivqatError("epochs must be >= 1")
+        if not 0 <= self.confidence_tau < 1:
+            raise DivqatError(f"confidence_tau must be in [0, 1), got {self.confidence_tau}")
+        if self.confidence_mode not in CONFIDENCE_MODES:
+            raise DivqatError(f"confidence_mode must be one of {', '.join(CONFIDENCE_MODES)}")
+        if self.smoothing < 1 or self.in_seeds < 0:
+            raise DivqatError("smoothing must be >= 1 and in_seeds >= 0")
 
 
 @dataclass
@@ -56,6 +76,34 @@ class Thief:
         """What the thief trains on: the probabilities, or (hard) only their argmax."""
         return probs.argmax(-1) if self.config.labels == "hard" else probs
 
+    def query(self, victim, images: Tensor) -> Tensor:
+        """The victim's answers to `images`, in batches; with smoothing k, each image is asked as
+        k augmented copies (k queries) and its answer is their mean."""
+        k = self.config.smoothing
+        if k == 1:
+            return torch.cat([victim.query(batch) for batch in images.split(512)])
+        answers = []
+        for batch in images.split(max(1, 512 // k)):
+            copies = random_affine(batch.repeat_interleave(k, 0), self.generator)
+            answers.append(victim.query(copies).view(len(batch), k, -1).mean(1))
+        return torch.cat(answers)
+
+    def training_data(self, inputs: Tensor, probs: Tensor) -> dict[str, Tensor]:
+        """Inputs, targets and (confidence-aware thief) weights: answers less confident than tau
+        are dropped, or weighted by max prob / tau."""
+        data = {"inputs": inputs, "targets": self.targets(probs)}
+        tau = self.config.confidence_tau
+        if tau:
+            confidence = probs.max(-1).values
+            if self.config.confidence_mode == "weight":
+                data["weights"] = (confidence / tau).clamp_max(1.0)
+            else:
+                keep = confidence >= tau
+                if keep.sum() < 1:
+                    raise DivqatError(f"no answer is at least {tau} confident: nothing to train on")
+                data = {k: v[keep] for k, v in data.items()}
+        return data
+
     def new_surrogate(self, inputs: Tensor) -> nn.Module:
         """A fresh surrogate, normalised by the statistics of the thief's own queries."""
         mean = inputs.mean(dim=(0, 2, 3)).tolist()
@@ -69,15 +117,15 @@ class Thief:
         model = (model or self.new_surrogate(inputs)).to(default_device())
         c = self.config
         run = TrainConfig(epochs or c.epochs, c.batch_size, c.lr, seed=c.seed)
-        fit(
-            model,
-            {"inputs": inputs, "targets": self.targets(probs)},
-            cross_entropy,
-            run,
-            label="surrogate",
-            quiet=self.quiet,
-        )
+        augment = self.augmentation() if c.augment else None
+        data = self.training_data(inputs, probs)
+        fit(model, data, cross_entropy, run, label="surrogate", quiet=self.quiet, transform=augment)
         return model.cpu()
+
+    def augmentation(self):
+        """Random affine views of each training batch, drawn from the thief's own generator."""
+        g = torch.Generator().manual_seed(self.config.seed + 1)
+        return lambda images: random_affine(images.cpu(), g).to(images.device)
 
 
 ATTACKS = Registry("attack")  # name -> attack(victim, thief) -> trained surrogate

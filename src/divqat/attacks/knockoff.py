@@ -19,9 +19,8 @@ from divqat.train.loop import set_mode
 
 @register_attack("knockoff")
 def knockoff_random(victim: BlackBoxVictim, thief: Thief):
-    inputs = sample_with_augmentation(thief.pool.images, thief.config.budget, thief.generator)
-    probs = torch.cat([victim.query(batch) for batch in inputs.split(512)])
-    return thief.train_surrogate(inputs, probs)
+    inputs = sample_with_augmentation(thief.pool.images, thief.config.budget // thief.config.smoothing, thief.generator)
+    return thief.train_surrogate(inputs, thief.query(victim, inputs))
 
 
 def cluster_pool(images: torch.Tensor, clusters: int, seed: int) -> list[torch.Tensor]:

@@ -48,6 +48,9 @@ class VictimSpec:
     logq_floor: float = 0.0
     hinge: float = 0.0
     warmup: float = 0.0
+    betas: tuple[float, ...] = (0.0,)  # the outlier term's weights, one victim each (with each alpha)
+    outlier_loss: str = "divergence"
+    outliers: tuple[str, ...] = ("noise", "strokes", "shapes")
     weight_bits: int = 8
 
 
@@ -60,6 +63,11 @@ class AttackSpec:
     epochs: int = 20
     surrogate: str | None = None  # default: the victims' architecture
     victims: tuple[str, ...] | None = None  # default: every victim
+    augment: bool = False
+    confidence_tau: float = 0.0
+    confidence_mode: str = "drop"
+    smoothing: int = 1
+    in_seeds: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,8 @@ class Experiment:
     train: TrainSpec = TrainSpec()
     attacks: tuple[AttackSpec, ...] = ()
     defenses: DefenseSpec | None = None
+    baseline: str = "qat"  # the victim every "vs" column of the report is paired with
+    plugins: tuple[str, ...] = ()  # modules imported first (here and in every worker): a user's registrations
 
 
 def convert(kind, value, where: str):
@@ -131,10 +141,12 @@ def convert(kind, value, where: str):
 def check(experiment: Experiment) -> None:
     """Values that parse but make no sense, named by field, before any work starts."""
     from divqat.attacks import ATTACKS
-    from divqat.attacks.base import LABEL_MODES, POOLS
+    from divqat.attacks.base import CONFIDENCE_MODES, LABEL_MODES, POOLS
     from divqat.data import DATASETS
+    from divqat.data.outliers import OUTLIERS
     from divqat.defenses import DEFENSES
     from divqat.models import MODELS
+    from divqat.train.outlier_losses import OUTLIER_LOSSES
     from divqat.train.victim import METHODS
 
     def need(ok: bool, where: str, message: str):
@@ -150,6 +162,10 @@ def check(experiment: Experiment) -> None:
     for i, v in enumerate(experiment.victims):
         need(v.method in METHODS, f"victims[{i}].method", f"unknown method {v.method!r}")
         need(all(a >= 0 for a in v.alphas), f"victims[{i}].alphas", "alpha must be >= 0")
+        need(all(b >= 0 for b in v.betas), f"victims[{i}].betas", "beta must be >= 0")
+        need(v.outlier_loss in OUTLIER_LOSSES, f"victims[{i}].outlier_loss", f"unknown outlier loss {v.outlier_loss!r}")
+        for j, source in enumerate(v.outliers):
+            need(source in OUTLIERS, f"victims[{i}].outliers[{j}]", f"unknown outlier source {source!r}")
     specs = list(enumerate(experiment.attacks))
     if experiment.defenses:
         specs.append(("defenses.attack", experiment.defenses.attack))
@@ -159,12 +175,18 @@ def check(experiment: Experiment) -> None:
         need(a.pool in POOLS, f"{where}.pool", f"unknown pool {a.pool!r}")
         need(all(b > 0 for b in a.budgets), f"{where}.budgets", "budgets must be positive")
         need(all(lab in LABEL_MODES for lab in a.labels), f"{where}.labels", "labels must be soft or hard")
+        need(a.surrogate is None or a.surrogate in MODELS, f"{where}.surrogate", f"unknown model {a.surrogate!r}")
+        need(0 <= a.confidence_tau < 1, f"{where}.confidence_tau", "confidence_tau must be in [0, 1)")
+        need(a.confidence_mode in CONFIDENCE_MODES, f"{where}.confidence_mode", "confidence_mode: drop or weight")
+        need(a.smoothing >= 1 and a.in_seeds >= 0, f"{where}", "smoothing must be >= 1 and in_seeds >= 0")
     from divqat.experiments.grid import victim_names
 
     known = victim_names(experiment)
     for i, a in enumerate(experiment.attacks):
         for j, name in enumerate(a.victims or ()):
             need(name in known, f"attacks[{i}].victims[{j}]", f"unknown victim {name!r} (known: {', '.join(known)})")
+    listing = ", ".join(known)
+    need(experiment.baseline in known, "baseline", f"unknown victim {experiment.baseline!r} (known: {listing})")
     if experiment.defenses:
         for i, name in enumerate(experiment.defenses.victims):
             need(name in known, f"defenses.victims[{i}]", f"unknown victim {name!r} (known: {', '.join(known)})")
@@ -181,5 +203,8 @@ def load_experiment(path: Path) -> Experiment:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise DivqatError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     experiment = convert(Experiment, raw, "config")
+    from divqat.plugins import load_plugins
+
+    load_plugins(experiment.plugins)  # before the check: the config may name what they register
     check(experiment)
     return experiment

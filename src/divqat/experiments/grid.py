@@ -37,29 +37,55 @@ def make_job(level: str, labels: dict, spec: dict, needs: tuple[Job, ...] = ()) 
     return Job(level, key, labels, spec, keys, tuple(j.directory for j in needs))
 
 
-def victim_label(spec: VictimSpec, alpha: float) -> str:
-    return f"{spec.name}-a{alpha:g}" if spec.method == "divqat" else spec.name
+def settings(spec: VictimSpec) -> list[tuple[float, float]]:
+    """(alpha, beta) of each victim a spec makes: every alpha with every beta (DivQAT only)."""
+    if spec.method != "divqat":
+        return [(0.0, 0.0)]
+    return [(alpha, beta) for alpha in spec.alphas for beta in spec.betas]
+
+
+def victim_label(spec: VictimSpec, alpha: float, beta: float = 0.0) -> str:
+    if spec.method != "divqat":
+        return spec.name
+    return f"{spec.name}-a{alpha:g}" + (f"-b{beta:g}" if spec.betas != (0.0,) else "")
 
 
 def victim_names(experiment: Experiment) -> list[str]:
-    return [victim_label(v, a) for v in experiment.victims for a in (v.alphas if v.method == "divqat" else (0.0,))]
+    return [victim_label(v, a, b) for v in experiment.victims for a, b in settings(v)]
 
 
-def victim_config(experiment: Experiment, spec: VictimSpec, alpha: float, seed: int) -> VictimConfig:
+def victim_config(experiment: Experiment, spec: VictimSpec, alpha: float, seed: int, beta: float = 0.0) -> VictimConfig:
     t = experiment.train
     return VictimConfig(
         dataset=experiment.dataset, model=experiment.model, method=spec.method, alpha=alpha,
         divergence=spec.divergence, non_target=spec.non_target, logq_floor=spec.logq_floor, hinge=spec.hinge,
-        warmup=spec.warmup, weight_bits=spec.weight_bits, epochs=t.epochs, lr=t.lr, fp_epochs=t.fp_epochs,
+        warmup=spec.warmup, beta=beta, outlier_loss=spec.outlier_loss, outliers=spec.outliers,
+        weight_bits=spec.weight_bits, epochs=t.epochs, lr=t.lr, fp_epochs=t.fp_epochs,
         fp_lr=t.fp_lr, batch_size=t.batch_size, seed=seed, train_limit=t.train_limit,
     )  # fmt: skip
+
+
+ADAPTIVE = ("augment", "confidence_tau", "confidence_mode", "smoothing", "in_seeds")
 
 
 def attack_configs(experiment: Experiment, spec: AttackSpec, seed: int):
     for budget in spec.budgets:
         for labels in spec.labels:
             surrogate = spec.surrogate or experiment.model
-            yield AttackConfig(spec.attack, spec.pool, budget, labels, surrogate, spec.epochs, seed=seed)
+            options = {k: getattr(spec, k) for k in ADAPTIVE}
+            yield AttackConfig(spec.attack, spec.pool, budget, labels, surrogate, spec.epochs, seed=seed, **options)
+
+
+def thief_variant(config: AttackConfig) -> str:
+    """The adaptive options that differ from a plain thief, in words ("plain" for none)."""
+    parts = []
+    if config.confidence_tau:
+        parts.append(f"conf-{config.confidence_mode}{config.confidence_tau:g}")
+    if config.smoothing > 1:
+        parts.append(f"smooth{config.smoothing}")
+    if config.in_seeds:
+        parts.append(f"in{config.in_seeds}")
+    return "+".join(parts) or "plain"
 
 
 def attack_job(victim: Job, config: AttackConfig, defense: dict | None, seed: int) -> Job:
@@ -70,6 +96,9 @@ def attack_job(victim: Job, config: AttackConfig, defense: dict | None, seed: in
         "pool": config.pool,
         "budget": config.budget,
         "labels": config.labels,
+        "surrogate": config.surrogate,
+        "augment": config.augment,
+        "variant": thief_variant(config),
         "defense": defense["name"] if defense else "none",
         "defense_param": defense["param"] if defense else None,
         "defense_value": defense["value"] if defense else 0.0,
@@ -87,13 +116,14 @@ def expand(experiment: Experiment) -> list[Job]:
         jobs.append(fp)
         victims: dict[str, Job] = {}
         for spec in experiment.victims:
-            for alpha in spec.alphas if spec.method == "divqat" else (0.0,):
+            for alpha, beta in settings(spec):
                 if spec.method == "fp":
                     victims[spec.name] = fp
                     continue
-                config = victim_config(experiment, spec, alpha, seed)
-                name = victim_label(spec, alpha)
-                labels = {"seed": seed, "victim": name, "form": spec.name, "method": spec.method, "alpha": alpha}
+                config = victim_config(experiment, spec, alpha, seed, beta)
+                name = victim_label(spec, alpha, beta)
+                labels = {"seed": seed, "victim": name, "form": spec.name, "method": spec.method, "alpha": alpha,
+                          "beta": beta, "outlier_loss": spec.outlier_loss if beta else None}  # fmt: skip
                 victims[name] = make_job("victim", labels, dataclasses.asdict(config), (fp,))
                 jobs.append(victims[name])
         for name, victim in victims.items():

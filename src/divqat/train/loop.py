@@ -1,7 +1,10 @@
 """The one training loop: FP training, QAT, DivQAT and the thieves' surrogates all run here.
 
 Data are in-memory tensors indexed by shuffled batches; the objective sees each batch's rows
-of every tensor it was given (inputs, targets, cached teacher outputs).
+of every tensor it was given (inputs, targets, cached teacher outputs). When the data hold
+"outliers" (as many as inputs, paired by row) and the objective has an `outlier_term`, each step
+adds that term on the batch's outliers, forwarded separately with the quantization observers
+frozen: outliers must not widen the ranges the deployed model keeps for in-distribution inputs.
 """
 
 import time
@@ -12,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from divqat.errors import DivqatError
-from divqat.quant.pt2e import set_mode
+from divqat.quant.pt2e import frozen_observers, set_mode
 from divqat.ui import progress_bar
 
 Objective = Callable[[Tensor, dict[str, Tensor], float], Tensor]
@@ -48,9 +51,11 @@ def fit(
     *,
     label: str = "train",
     quiet: bool = False,
+    transform: Callable[[Tensor], Tensor] | None = None,
 ) -> History:
     """Train `model` in place with Adam; the optimizer sees this model's parameters, so a QAT
-    graph trains its own weights, never those of the FP model it was prepared from."""
+    graph trains its own weights, never those of the FP model it was prepared from.
+    `transform` (e.g. a thief's augmentation) is applied to each batch's inputs."""
     n = len(data["inputs"])
     device = next(model.parameters()).device
     steps_per_epoch = -(-n // config.batch_size)
@@ -71,7 +76,12 @@ def fit(
             start, loss_sum = time.perf_counter(), torch.zeros((), device=device)
             for index in torch.randperm(n, generator=shuffle).split(config.batch_size):
                 batch = {k: v[index].to(device, non_blocking=True) for k, v in data.items()}
-                loss = objective(model(batch["inputs"]), batch, step / max(total, 1))
+                inputs = transform(batch["inputs"]) if transform else batch["inputs"]
+                progress = step / max(total, 1)
+                loss = objective(model(inputs), batch, progress)
+                if "outliers" in batch and hasattr(objective, "outlier_term"):
+                    with frozen_observers(model):
+                        loss = loss + objective.outlier_term(model(batch["outliers"]), batch, progress)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -12,23 +12,31 @@ from torch import Tensor
 
 from divqat.errors import DivqatError
 from divqat.train.divergences import drop_class, get_divergence
+from divqat.train.outlier_losses import get_outlier_loss
 
 
 def cross_entropy(logits: Tensor, batch: dict[str, Tensor], progress: float = 0.0) -> Tensor:
-    """CE against class indices (victims) or probability vectors (thieves on soft labels)."""
-    return F.cross_entropy(logits, batch["targets"])
+    """CE against class indices (victims) or probability vectors (thieves on soft labels);
+    with "weights" in the batch, a weighted mean over its rows."""
+    if "weights" not in batch:
+        return F.cross_entropy(logits, batch["targets"])
+    weights = batch["weights"]
+    per_row = F.cross_entropy(logits, batch["targets"], reduction="none")
+    return (per_row * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 @dataclass(frozen=True)
 class DivQATLoss:
-    """L = CE(y, f_q(x)) - alpha * D(f_fp(x) || f_q(x)), averaged over the batch.
+    """L = CE(y, f_q(x)) - alpha * D(f_fp(x) || f_q(x)) + beta * M(f_q(x_out), f_fp(x_out)),
+    averaged over the batch; x_out is a batch of outliers drawn alongside each training batch.
 
-    The paper's form is divergence="kl", non_target=False and no bound. The options:
+    The paper's form is divergence="kl", non_target=False, beta=0 and no bound. The options:
     - non_target: D over the K-1 classes other than the true one, each side renormalised, so
       the true class's probability is left to CE and only the "dark knowledge" is scrambled.
     - logq_floor: clamp log q at log(logq_floor) inside D, so D stops growing as q_k -> 0.
     - hinge: per-sample min(D, hinge): stop pushing a sample once it is that far from the teacher.
-    - warmup: alpha ramps linearly from 0 over this fraction of training.
+    - warmup: alpha (and beta) ramp linearly from 0 over this fraction of training.
+    - beta, outlier_loss: the outlier term (train/outlier_losses.py); beta=0 is DivQAT without it.
     """
 
     alpha: float
@@ -37,18 +45,24 @@ class DivQATLoss:
     logq_floor: float = 0.0
     hinge: float = 0.0
     warmup: float = 0.0
+    beta: float = 0.0
+    outlier_loss: str = "divergence"
 
     def __post_init__(self):
         get_divergence(self.divergence)
-        for name in ("alpha", "logq_floor", "hinge", "warmup"):
+        get_outlier_loss(self.outlier_loss)
+        for name in ("alpha", "logq_floor", "hinge", "warmup", "beta"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise DivqatError(f"{name} must be a finite number >= 0, got {value}")
         if self.logq_floor >= 1 or self.warmup > 1:
             raise DivqatError("logq_floor must be < 1 and warmup <= 1")
 
+    def ramp(self, progress: float) -> float:
+        return min(1.0, progress / self.warmup) if self.warmup else 1.0
+
     def alpha_at(self, progress: float) -> float:
-        return self.alpha * min(1.0, progress / self.warmup) if self.warmup else self.alpha
+        return self.alpha * self.ramp(progress)
 
     def divergence_per_sample(self, logits: Tensor, teacher_probs: Tensor, labels: Tensor) -> Tensor:
         p = teacher_probs
@@ -64,5 +78,13 @@ class DivQATLoss:
 
     def __call__(self, logits: Tensor, batch: dict[str, Tensor], progress: float = 0.0) -> Tensor:
         labels = batch["targets"]
-        d = self.divergence_per_sample(logits, batch["teacher_probs"], labels)
-        return F.cross_entropy(logits, labels) - self.alpha_at(progress) * d.mean()
+        loss = F.cross_entropy(logits, labels)
+        if self.alpha:
+            d = self.divergence_per_sample(logits, batch["teacher_probs"], labels)
+            loss = loss - self.alpha_at(progress) * d.mean()
+        return loss
+
+    def outlier_term(self, outlier_logits: Tensor, batch: dict[str, Tensor], progress: float = 0.0) -> Tensor:
+        """beta * M on the batch's outliers ("outliers" and their "outlier_teacher_probs")."""
+        m = get_outlier_loss(self.outlier_loss)(outlier_logits, batch["outlier_teacher_probs"], self.divergence)
+        return self.beta * self.ramp(progress) * m.mean()

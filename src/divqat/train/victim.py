@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from divqat.data import Splits
+from divqat.data.outliers import make_outliers, parse_sources
 from divqat.device import default_device
 from divqat.errors import DivqatError
 from divqat.models import create_model
@@ -35,6 +36,10 @@ class VictimConfig:
     logq_floor: float = 0.0
     hinge: float = 0.0
     warmup: float = 0.0
+    # The outlier term (DivQATLoss): beta * M on outliers from these sources (data/outliers/).
+    beta: float = 0.0
+    outlier_loss: str = "divergence"
+    outliers: tuple[str, ...] = ("noise", "strokes", "shapes")
     weight_bits: int = 8
     activation_bits: int | None = None
     epochs: int = 2  # QAT / DivQAT epochs
@@ -47,6 +52,7 @@ class VictimConfig:
     train_limit: int | None = None  # first N victim-train images (tests, quick runs)
 
     def __post_init__(self):
+        object.__setattr__(self, "outliers", parse_sources(self.outliers))  # "a,b" or a list, as given
         if self.method not in METHODS:
             raise DivqatError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.epochs < 1 or self.fp_epochs < 0:
@@ -60,7 +66,14 @@ class VictimConfig:
     def objective(self):
         if self.method != "divqat":
             return cross_entropy
-        return DivQATLoss(self.alpha, self.divergence, self.non_target, self.logq_floor, self.hinge, self.warmup)
+        return DivQATLoss(
+            self.alpha, self.divergence, self.non_target, self.logq_floor, self.hinge, self.warmup, self.beta,
+            self.outlier_loss,
+        )  # fmt: skip
+
+    @property
+    def uses_outliers(self) -> bool:
+        return self.method == "divqat" and self.beta > 0
 
 
 @dataclass
@@ -79,9 +92,12 @@ def new_model(config: VictimConfig, splits: Splits) -> nn.Module:
     )
 
 
-def train_fp(config: VictimConfig, splits: Splits, quiet: bool = False) -> tuple[nn.Module, History]:
+def train_fp(
+    config: VictimConfig, splits: Splits, quiet: bool = False, model: nn.Module | None = None
+) -> tuple[nn.Module, History]:
+    """FP training of the registry's `config.model`, or of a copy of the given (untrained) model."""
     torch.manual_seed(config.seed)
-    model = new_model(config, splits).to(default_device())
+    model = (copy.deepcopy(model) if model is not None else new_model(config, splits)).to(default_device())
     train = splits.victim_train.head(config.train_limit)
     run = TrainConfig(config.fp_epochs, config.batch_size, config.fp_lr, seed=config.seed)
     history = fit(model, {"inputs": train.images, "targets": train.labels}, cross_entropy, run, label="fp", quiet=quiet)
@@ -103,16 +119,27 @@ def quantize(config: VictimConfig, splits: Splits, fp: nn.Module, quiet: bool = 
     if config.method == "divqat":
         # The teacher is frozen and the inputs are not augmented: compute its softmax once.
         data["teacher_probs"] = predict_proba(fp, train.images)
+    if config.uses_outliers:
+        # As many outliers as training images, paired by row: each is seen once per epoch.
+        data["outliers"] = make_outliers(config.outliers, train.images, len(train), config.seed)
+        data["outlier_teacher_probs"] = predict_proba(fp, data["outliers"])
     run = TrainConfig(config.epochs, config.batch_size, config.lr, seed=config.seed)
     history = fit(prepared, data, config.objective(), run, label=config.method, quiet=quiet)
     return Victim(fp=fp, prepared=prepared, deployed=convert(copy.deepcopy(prepared)), history=history)
 
 
-def build_victim(config: VictimConfig, splits: Splits, fp: nn.Module | None = None, quiet: bool = False) -> Victim:
-    """The whole recipe; pass `fp` to reuse a trained FP model (e.g. one per seed in a sweep)."""
+def build_victim(
+    config: VictimConfig,
+    splits: Splits,
+    fp: nn.Module | None = None,
+    quiet: bool = False,
+    model: nn.Module | None = None,
+) -> Victim:
+    """The whole recipe; pass `fp` to reuse a trained FP model (e.g. one per seed in a sweep), or
+    `model` to train your own architecture instead of the registry's `config.model`."""
     fp_history = History()
     if fp is None:
-        fp, fp_history = train_fp(config, splits, quiet)
+        fp, fp_history = train_fp(config, splits, quiet, model)
     if config.method == "fp":
         return Victim(fp=fp, deployed=fp, fp_history=fp_history, history=fp_history)
     victim = quantize(config, splits, fp, quiet)

@@ -1,0 +1,30 @@
+"""The query-pool registry: name -> pool(splits, data_root) -> ImageSet."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from divqat.data.imageset import ImageSet
+from divqat.data.splits import Splits
+from divqat.errors import DivqatError
+from divqat.registry import Registry
+
+Pool = Callable[[Splits, Path | None], ImageSet]
+
+POOLS = Registry("query pool")
+register_pool = POOLS.register
+
+
+def query_pool(name: str, splits: Splits, data_root: Path | None = None) -> ImageSet:
+    """The pool's images shaped like the victim's inputs; labels are -1 where they are no victim class."""
+    return POOLS.lookup(name)(splits, data_root)
+
+
+def with_in_distribution(pool: ImageSet, thief_split: ImageSet, n: int, seed: int) -> ImageSet:
+    """The pool with n images of the thief's own in-distribution split mixed in (a thief who
+    holds a few images of the victim's task); which ones depends on the thief's seed."""
+    if n > len(thief_split):
+        raise DivqatError(f"in_seeds {n} is more than the {len(thief_split)} images of the thief's split")
+    chosen = thief_split.subset(torch.randperm(len(thief_split), generator=torch.Generator().manual_seed(seed))[:n])
+    return ImageSet(torch.cat([pool.images, chosen.images]), torch.cat([pool.labels, chosen.labels]))
