@@ -1,7 +1,10 @@
 """Configs, the resumable runner and the report, on a grid small enough for a test."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +162,61 @@ def test_report_of_a_non_results_directory(tmp_path, capsys):
 def test_shipped_configs_are_valid(path):
     experiment = load_experiment(path)
     assert expand(experiment)
+
+
+def row(**fields) -> dict:
+    base = {"level": "attack", "kind": "attack", "victim": "qat", "seed": 0, "attack": "knockoff", "pool": "ood",
+            "budget": 1000, "labels": "soft", "surrogate": "cnn", "variant": "plain", "defense": "none",
+            "defense_param": None, "defense_value": 0.0, "surrogate_accuracy": 0.5, "fidelity": 0.5,
+            "defended_accuracy": 0.9, "defense_l1": 0.0}  # fmt: skip
+    return {**base, **fields}
+
+
+def test_defense_answer_time_is_paired_with_the_same_thief():
+    """The undefended baseline of a defended run is the same thief (attack, pool, labels,
+    surrogate...), not whichever run of that victim, seed and budget came last."""
+    from divqat.experiments.report import defense_table
+
+    rows = [
+        row(answer_seconds_per_query=1e-5),  # the defended thief's own setting
+        row(attack="jbda", pool="in", labels="hard", answer_seconds_per_query=4e-5),  # same victim, seed, budget
+        row(kind="defense", defense="mad", defense_param="epsilon", defense_value=0.3, answer_seconds_per_query=3e-5),
+    ]
+    (line,) = defense_table(rows).rows
+    assert line[-1] == "3.0x"
+
+
+def test_report_pairs_with_the_configured_baseline(tmp_path, tiny_root):
+    """`baseline:` names the victim every "vs" column is paired with (here not called qat)."""
+    config = json.loads(json.dumps(TINY))
+    config["victims"][0]["name"] = "plain"
+    config["baseline"] = "plain"
+    config["defenses"]["victims"] = ["plain"]
+    config["attacks"][0]["budgets"] = [200]
+    config.pop("defenses")
+    out = tmp_path / "results"
+    run_experiment(load_experiment(write(tmp_path, config)), out, data_root=tiny_root, quiet=True)
+    write_report(out)
+    report = (out / "report.md").read_text()
+    assert "vs plain (pp)" in report and "0.00 +- 0.00" in report  # the baseline against itself
+    assert "(vs plain)" in report and "(0.0 +- 0.0 pp)" in report
+    bad = json.loads(json.dumps(config))
+    bad["baseline"] = "qat"
+    with pytest.raises(DivqatError, match="baseline: unknown victim 'qat'"):
+        load_experiment(write(tmp_path, bad))
+
+
+def test_worker_processes_print_no_warnings(tmp_path, tiny_root):
+    """A new user's screen shows divqat's own output: the spawned workers of --jobs 2 keep
+    torch.export's FutureWarnings to themselves, as the main process does."""
+    config = json.loads(json.dumps(TINY))
+    config.pop("defenses")
+    config["attacks"] = []
+    path = write(tmp_path, config)
+    env = {**os.environ, "DIVQAT_DATA": str(tiny_root)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "divqat.cli", "run", str(path), "--out", str(tmp_path / "o"), "--jobs", "2", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr and "Warning" not in proc.stdout, proc.stderr

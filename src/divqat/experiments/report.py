@@ -247,7 +247,8 @@ def plot_strength(rows: list[dict], path: Path, baseline: str) -> bool:
     axes[1].set(xlabel=f"alpha or beta (0 = {baseline})", ylabel="surrogate error %", title=f"Thief error ({thief})")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     return save(fig, path)
 
 
