@@ -47,11 +47,16 @@ def candidates() -> dict[str, dict]:
                 out[f"{short}-b{beta:g}-e{epochs}"] = dict(
                     method="divqat", alpha=0.0, beta=beta, outlier_loss=FORMS[short], epochs=epochs
                 )
+    out["div-b0.5-e4"] = dict(method="divqat", alpha=0.0, beta=0.5, epochs=4)
+    for beta in (1.0, 2.0, 3.0):
+        for distill in (1.0, 3.0):
+            out[f"div-b{beta:g}-e4-distill{distill:g}"] = dict(method="divqat", alpha=0.0, beta=beta, epochs=4,
+                                                            distill=distill)  # fmt: skip
     return out
 
 
-def steal(run: Path, splits, pool, labels: str, surrogate: str, epochs: int, seed: int) -> dict:
-    config = AttackConfig("knockoff", "validation", 10_000, labels, surrogate, epochs, seed=seed)
+def steal(run: Path, splits, pool, labels: str, surrogate: str, epochs: int, seed: int, **adaptive) -> dict:
+    config = AttackConfig("knockoff", "validation", 10_000, labels, surrogate, epochs, seed=seed, **adaptive)
     victim = BlackBoxVictim(load_backend(run), config.budget)
     thief = Thief(config, pool, splits.input_shape, splits.num_classes, torch.Generator().manual_seed(seed))
     model = get_attack("knockoff")(victim, thief)
@@ -67,6 +72,7 @@ def main() -> None:
     parser.add_argument("--surrogate", default="cnn")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (two runs at once: 1 each)")
+    parser.add_argument("--taus", type=float, nargs="*", default=[], help="also confidence-filtering thieves")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,14 +91,17 @@ def main() -> None:
                 pipeline.train(VictimConfig(seed=seed, **overrides), run, fp_from=fp, overwrite=True, quiet=True)
             answers = load_backend(run)(held_out.images)
             victim_accuracy = metrics.accuracy(answers, held_out.labels)
-            for labels in ("soft", "hard"):
-                path = run / f"thief-{args.surrogate}-e{args.epochs}-{labels}.json"
+            thieves = [(labels, {}) for labels in ("soft", "hard")]
+            thieves += [("soft", {"confidence_tau": tau}) for tau in args.taus]
+            for labels, adaptive in thieves:
+                suffix = "".join(f"-tau{v:g}" for v in adaptive.values())
+                path = run / f"thief-{args.surrogate}-e{args.epochs}-{labels}{suffix}.json"
                 if not path.exists():
-                    result = steal(run, splits, pool, labels, args.surrogate, args.epochs, seed)
+                    result = steal(run, splits, pool, labels, args.surrogate, args.epochs, seed, **adaptive)
                     path.write_text(json.dumps({**result, "victim_accuracy": victim_accuracy}, indent=2))
                 result = json.loads(path.read_text())
-                print(f"seed {seed} {name:40s} victim {victim_accuracy:.4f} {labels} thief {result['accuracy']:.4f}",
-                      flush=True)  # fmt: skip
+                print(f"seed {seed} {name:40s} victim {victim_accuracy:.4f} {labels}{suffix} thief "
+                      f"{result['accuracy']:.4f}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

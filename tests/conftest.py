@@ -18,20 +18,26 @@ settings.register_profile("dev", deadline=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
-def class_images(n: int, size: int, channels: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 images: one fixed random template per class plus noise, so a CNN learns them fast."""
+def class_images(
+    n: int, size: int, channels: int, num_classes: int, seed: int, smooth: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images: one fixed random template per class plus noise, so a CNN learns them fast.
+    smooth: templates of 4 x 4 blocks, whose class survives a small shift or rotation."""
     rng = np.random.default_rng(1234)
     templates = rng.uniform(0, 255, size=(num_classes, channels, size, size))
+    if smooth:
+        coarse = rng.uniform(0, 255, size=(num_classes, channels, 4, 4))
+        templates = coarse.repeat(-(-size // 4), axis=2).repeat(-(-size // 4), axis=3)[:, :, :size, :size]
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, num_classes, size=n)
     images = templates[labels] * 0.6 + rng.uniform(0, 255 * 0.4, size=(n, channels, size, size))
     return images.clip(0, 255).astype(np.uint8), labels.astype(np.uint8)
 
 
-def write_idx_dataset(root: Path, n_train: int, n_test: int) -> Path:
+def write_idx_dataset(root: Path, n_train: int, n_test: int, smooth: bool = False) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = class_images(n_train, 28, 1, 10, seed=1)
-    test_x, test_y = class_images(n_test, 28, 1, 10, seed=2)
+    train_x, train_y = class_images(n_train, 28, 1, 10, seed=1, smooth=smooth)
+    test_x, test_y = class_images(n_test, 28, 1, 10, seed=2, smooth=smooth)
     for name, array in zip(IDX_FILES, (train_x[:, 0], train_y, test_x[:, 0], test_y), strict=True):
         write_idx(root / name, array)
     return root
@@ -50,3 +56,14 @@ def tiny_splits(tiny_root):
     from divqat.data import load_splits
 
     return load_splits("fashion-mnist", tiny_root)
+
+
+@pytest.fixture(scope="session")
+def smooth_splits(tmp_path_factory):
+    """Like tiny_splits, with coarse templates: augmented views keep their class (for thieves
+    that query augmented copies)."""
+    from divqat.data import load_splits
+
+    root = tmp_path_factory.mktemp("smooth")
+    write_idx_dataset(root / "fashion-mnist", n_train=1200, n_test=300, smooth=True)
+    return load_splits("fashion-mnist", root)

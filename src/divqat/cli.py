@@ -63,6 +63,9 @@ def train(
     outliers: Annotated[
         str, typer.Option(help="Outlier sources, comma-separated (divqat list: outlier sources).")
     ] = "noise,strokes,shapes",
+    distill: Annotated[
+        float, typer.Option(help="Weight of KL(f_fp || f_q) on training images: keeps their answers (0: off).")
+    ] = 0.0,
     bits: Annotated[int, typer.Option(help="Weight bits: 8 or 4.")] = 8,
     activation_bits: Annotated[
         int | None, typer.Option(help="Activation bits: 8 or 7; default 8 with VNNI, else 7.")
@@ -91,7 +94,7 @@ def train(
     config = VictimConfig(
         dataset=dataset, model=model, method=method, alpha=alpha, divergence=divergence,
         non_target=non_target, logq_floor=logq_floor, hinge=hinge, warmup=warmup, beta=beta,
-        outlier_loss=outlier_loss, outliers=outliers, weight_bits=bits,
+        outlier_loss=outlier_loss, outliers=outliers, distill=distill, weight_bits=bits,
         activation_bits=activation_bits, epochs=epochs, lr=lr, fp_epochs=fp_epochs, fp_lr=fp_lr,
         batch_size=batch_size, seed=seed, train_limit=train_limit,
     )  # fmt: skip

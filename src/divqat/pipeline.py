@@ -29,7 +29,7 @@ def divqat_settings(config: VictimConfig) -> dict:
     """The objective's settings; alpha 0 and no divergence for the other methods."""
     if config.method != "divqat":
         return {"alpha": 0.0, "divergence": None}
-    keys = ("alpha", "divergence", "non_target", "logq_floor", "hinge", "warmup", "beta", "outlier_loss")
+    keys = ("alpha", "divergence", "non_target", "logq_floor", "hinge", "warmup", "beta", "outlier_loss", "distill")
     settings = {k: getattr(config, k) for k in keys}
     return {**settings, "outliers": list(config.outliers) if config.uses_outliers else None}
 

@@ -14,8 +14,8 @@ from divqat.train.victim import VictimConfig, train_fp
 
 
 @pytest.fixture(scope="module")
-def victim_model(tiny_splits):
-    model, _ = train_fp(VictimConfig(fp_epochs=4, batch_size=64, seed=0), tiny_splits, quiet=True)
+def victim_model(smooth_splits):
+    model, _ = train_fp(VictimConfig(fp_epochs=4, batch_size=64, seed=0), smooth_splits, quiet=True)
     return model
 
 
@@ -42,33 +42,34 @@ def steal(victim_model, splits, pool=None, **options):
 @pytest.mark.parametrize(
     "options",
     [
-        {"confidence_tau": 0.25},  # the tiny victim is unsure: most answers' max is 0.2-0.4
-        {"confidence_tau": 0.5, "confidence_mode": "weight"},
+        # the smooth victim is sure of itself: tau 0.99 drops about a quarter of its answers
+        {"confidence_tau": 0.99},
+        {"confidence_tau": 0.99, "confidence_mode": "weight"},
         {"smoothing": 4},
         {"smoothing": 2, "labels": "hard"},
         {"surrogate": "cnn"},
     ],
     ids=str,
 )
-def test_each_adaptive_thief_beats_chance(victim_model, tiny_splits, options):
-    accuracy, victim = steal(victim_model, tiny_splits, **options)
+def test_each_adaptive_thief_beats_chance(victim_model, smooth_splits, options):
+    accuracy, victim = steal(victim_model, smooth_splits, **options)
     assert accuracy > 0.2  # chance is 0.1
     assert victim.queries == 1600  # smoothing spends the budget on copies, not extra images
 
 
-def test_confidence_filter_drops_or_weights_the_unsure_answers(tiny_splits):
+def test_confidence_filter_drops_or_weights_the_unsure_answers(smooth_splits):
     probs = torch.tensor([[0.9, 0.05, 0.05], [0.4, 0.3, 0.3], [0.6, 0.2, 0.2]])
     images = torch.zeros(3, 1, 28, 28)
-    dropped = thief_for(tiny_splits, confidence_tau=0.5).training_data(images, probs)
+    dropped = thief_for(smooth_splits, confidence_tau=0.5).training_data(images, probs)
     assert len(dropped["inputs"]) == 2 and torch.equal(dropped["targets"], probs[[0, 2]])
-    weighted = thief_for(tiny_splits, confidence_tau=0.5, confidence_mode="weight").training_data(images, probs)
+    weighted = thief_for(smooth_splits, confidence_tau=0.5, confidence_mode="weight").training_data(images, probs)
     assert weighted["weights"].tolist() == pytest.approx([1.0, 0.8, 1.0])
     with pytest.raises(DivqatError, match="nothing to train on"):
-        thief_for(tiny_splits, confidence_tau=0.95).training_data(images, probs)
+        thief_for(smooth_splits, confidence_tau=0.95).training_data(images, probs)
 
 
-def test_smoothing_answers_the_mean_of_augmented_copies(tiny_splits):
-    thief = thief_for(tiny_splits, smoothing=3)
+def test_smoothing_answers_the_mean_of_augmented_copies(smooth_splits):
+    thief = thief_for(smooth_splits, smoothing=3)
     seen = []
 
     def answer(images):
@@ -76,18 +77,18 @@ def test_smoothing_answers_the_mean_of_augmented_copies(tiny_splits):
         return torch.softmax(images.flatten(1)[:, :10] * 50, -1)
 
     victim = BlackBoxVictim(answer, 30)
-    images = tiny_splits.thief_pool.images[:10]
+    images = smooth_splits.thief_pool.images[:10]
     got = thief.query(victim, images)
     copies = torch.cat(seen)
     assert victim.queries == 30 and len(copies) == 30 and not torch.equal(copies[0], copies[1])
     assert torch.allclose(got, answer(copies).view(10, 3, -1).mean(1))
 
 
-def test_in_distribution_seeds_help_an_out_of_distribution_thief(victim_model, tiny_splits):
+def test_in_distribution_seeds_help_an_out_of_distribution_thief(victim_model, smooth_splits):
     greys = torch.rand(400, 1, 1, 1, generator=torch.Generator().manual_seed(0)).expand(400, 1, 28, 28).contiguous()
     junk = ImageSet(greys, torch.full((400,), -1))  # flat grey images: nothing to learn the task from
-    alone, _ = steal(victim_model, tiny_splits, pool=junk)
-    seeded, _ = steal(victim_model, tiny_splits, pool=with_in_distribution(junk, tiny_splits.thief_pool, 100, 0))
+    alone, _ = steal(victim_model, smooth_splits, pool=junk)
+    seeded, _ = steal(victim_model, smooth_splits, pool=with_in_distribution(junk, smooth_splits.thief_pool, 100, 0))
     assert seeded > alone + 0.1
 
 

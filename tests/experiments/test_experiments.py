@@ -65,6 +65,7 @@ def results(out) -> dict:
         (lambda c: c.pop("victims"), "config.victims"),
         (lambda c: c.update(dataset="imagenet"), "dataset"),
         (lambda c: c["attacks"][0].update(victims=["ghost"]), "attacks[0].victims[0]"),
+        (lambda c: c["victims"][1].update(seeds=[7]), "victims[1].seeds"),
     ],
 )
 def test_invalid_config_names_the_field(tmp_path, capsys, change, field):
@@ -103,6 +104,22 @@ def test_grid_shape():
     with_fp["victims"].append({"name": "fp", "method": "fp"})
     attacks_on_fp = [j for j in expand(convert(Experiment, with_fp, "config")) if j.labels["victim"] == "fp"]
     assert attacks_on_fp and all(j.need_dirs[0].startswith("fp-") for j in attacks_on_fp if j.level == "attack")
+
+
+def test_rows_limited_to_some_seeds():
+    """A reduced design: the costly victim and thieves on seed 0 only, the rest on every seed."""
+    from divqat.experiments.config import Experiment, convert
+
+    reduced = json.loads(json.dumps(TINY)) | {"seeds": [0, 1]}
+    reduced["victims"][1]["seeds"] = [0]
+    reduced["attacks"].append(dict(reduced["attacks"][0], labels=["soft"], smoothing=2, seeds=[1]))
+    reduced["defenses"]["seeds"] = [1]
+    jobs = expand(convert(Experiment, reduced, "config"))
+    seeds_of = lambda pick: sorted({j.labels["seed"] for j in jobs if pick(j.labels)})  # noqa: E731
+    assert seeds_of(lambda job: job["victim"] == "qat") == [0, 1]
+    assert seeds_of(lambda job: job["victim"].startswith("nt-js")) == [0]
+    assert seeds_of(lambda job: job.get("variant") == "smooth2") == [1]
+    assert seeds_of(lambda job: job.get("defense", "none") != "none") == [1]
 
 
 def test_killed_runner_resumes_without_recomputing(tmp_path, tiny_root, monkeypatch):

@@ -42,6 +42,13 @@ def test_outlier_term_is_beta_times_the_mean():
     assert loss.outlier_term(LOGITS.repeat(2, 1), batch).item() == pytest.approx(2.5 * 1.407606, abs=1e-5)
 
 
+def test_distill_adds_kl_to_the_teacher_by_hand():
+    # CE = 0.407606 and KL(p || q) = 0.005787 (tests/train/test_divergences.py): 0.407606 + 2 * 0.005787
+    batch = {"targets": torch.tensor([0]), "teacher_probs": TEACHER}
+    loss = DivQATLoss(alpha=0.0, distill=2.0)(LOGITS, batch)
+    assert loss.item() == pytest.approx(0.419180, abs=2e-6)
+
+
 def test_derangement_moves_every_class():
     probs = torch.eye(10)
     assert (derangement(probs).argmax(-1) != torch.arange(10)).all()

@@ -116,7 +116,7 @@ class Thief:
         torch.manual_seed(self.config.seed)
         model = (model or self.new_surrogate(inputs)).to(default_device())
         c = self.config
-        run = TrainConfig(epochs or c.epochs, c.batch_size, c.lr, seed=c.seed)
+        run = TrainConfig(epochs or c.epochs, c.batch_size, c.lr, seed=c.seed, channels_last=True)
         augment = self.augmentation() if c.augment else None
         data = self.training_data(inputs, probs)
         fit(model, data, cross_entropy, run, label="surrogate", quiet=self.quiet, transform=augment)

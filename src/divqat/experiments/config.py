@@ -51,7 +51,9 @@ class VictimSpec:
     betas: tuple[float, ...] = (0.0,)  # the outlier term's weights, one victim each (with each alpha)
     outlier_loss: str = "divergence"
     outliers: tuple[str, ...] = ("noise", "strokes", "shapes")
+    distill: float = 0.0
     weight_bits: int = 8
+    seeds: tuple[int, ...] | None = None  # default: every seed (fewer: a costly row of a reduced design)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class AttackSpec:
     confidence_mode: str = "drop"
     smoothing: int = 1
     in_seeds: int = 0
+    seeds: tuple[int, ...] | None = None  # default: every seed of the experiment
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class DefenseSpec:
     victims: tuple[str, ...]
     attack: AttackSpec
     sweeps: tuple[DefenseSweep, ...] = ()
+    seeds: tuple[int, ...] | None = None  # default: every seed of the experiment
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,11 @@ def check(experiment: Experiment) -> None:
     need(experiment.model in MODELS, "model", f"unknown model {experiment.model!r}")
     need(bool(experiment.seeds), "seeds", "at least one seed is needed")
     need(bool(experiment.victims), "victims", "at least one victim is needed")
+    for where, spec in [*((f"victims[{i}]", v) for i, v in enumerate(experiment.victims)),
+                        *((f"attacks[{i}]", a) for i, a in enumerate(experiment.attacks)),
+                        *((("defenses", experiment.defenses),) if experiment.defenses else ())]:  # fmt: skip
+        extra = sorted(set(spec.seeds or ()) - set(experiment.seeds))
+        need(not extra, f"{where}.seeds", f"seed {extra[0] if extra else 0} is not among the experiment's seeds")
     names = [v.name for v in experiment.victims]
     need(len(set(names)) == len(names), "victims", "victim names must be unique")
     for i, v in enumerate(experiment.victims):

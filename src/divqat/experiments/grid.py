@@ -59,7 +59,7 @@ def victim_config(experiment: Experiment, spec: VictimSpec, alpha: float, seed: 
     return VictimConfig(
         dataset=experiment.dataset, model=experiment.model, method=spec.method, alpha=alpha,
         divergence=spec.divergence, non_target=spec.non_target, logq_floor=spec.logq_floor, hinge=spec.hinge,
-        warmup=spec.warmup, beta=beta, outlier_loss=spec.outlier_loss, outliers=spec.outliers,
+        warmup=spec.warmup, beta=beta, outlier_loss=spec.outlier_loss, outliers=spec.outliers, distill=spec.distill,
         weight_bits=spec.weight_bits, epochs=t.epochs, lr=t.lr, fp_epochs=t.fp_epochs,
         fp_lr=t.fp_lr, batch_size=t.batch_size, seed=seed, train_limit=t.train_limit,
     )  # fmt: skip
@@ -107,6 +107,10 @@ def attack_job(victim: Job, config: AttackConfig, defense: dict | None, seed: in
     return make_job("attack", labels, spec, (victim,))
 
 
+def runs_on(spec, seed: int) -> bool:
+    return spec.seeds is None or seed in spec.seeds
+
+
 def expand(experiment: Experiment) -> list[Job]:
     jobs: list[Job] = []
     for seed in experiment.seeds:
@@ -116,6 +120,8 @@ def expand(experiment: Experiment) -> list[Job]:
         jobs.append(fp)
         victims: dict[str, Job] = {}
         for spec in experiment.victims:
+            if not runs_on(spec, seed):
+                continue
             for alpha, beta in settings(spec):
                 if spec.method == "fp":
                     victims[spec.name] = fp
@@ -128,11 +134,11 @@ def expand(experiment: Experiment) -> list[Job]:
                 jobs.append(victims[name])
         for name, victim in victims.items():
             for spec in experiment.attacks:
-                if spec.victims is None or name in spec.victims:
+                if (spec.victims is None or name in spec.victims) and runs_on(spec, seed):
                     jobs.extend(attack_job(victim, c, None, seed) for c in attack_configs(experiment, spec, seed))
-        if experiment.defenses:
+        if experiment.defenses and runs_on(experiment.defenses, seed):
             d = experiment.defenses
-            for name in d.victims:
+            for name in (n for n in d.victims if n in victims):
                 for config in attack_configs(experiment, d.attack, seed):
                     jobs.append(attack_job(victims[name], config, None, seed))
                     for sweep in d.sweeps:

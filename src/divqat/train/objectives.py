@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from divqat.errors import DivqatError
-from divqat.train.divergences import drop_class, get_divergence
+from divqat.train.divergences import drop_class, get_divergence, kl
 from divqat.train.outlier_losses import get_outlier_loss
 
 
@@ -27,7 +27,8 @@ def cross_entropy(logits: Tensor, batch: dict[str, Tensor], progress: float = 0.
 
 @dataclass(frozen=True)
 class DivQATLoss:
-    """L = CE(y, f_q(x)) - alpha * D(f_fp(x) || f_q(x)) + beta * M(f_q(x_out), f_fp(x_out)),
+    """L = CE(y, f_q(x)) - alpha * D(f_fp(x) || f_q(x)) + beta * M(f_q(x_out), f_fp(x_out))
+    [+ distill * KL(f_fp(x) || f_q(x))],
     averaged over the batch; x_out is a batch of outliers drawn alongside each training batch.
 
     The paper's form is divergence="kl", non_target=False, beta=0 and no bound. The options:
@@ -37,6 +38,9 @@ class DivQATLoss:
     - hinge: per-sample min(D, hinge): stop pushing a sample once it is that far from the teacher.
     - warmup: alpha (and beta) ramp linearly from 0 over this fraction of training.
     - beta, outlier_loss: the outlier term (train/outlier_losses.py); beta=0 is DivQAT without it.
+    - distill: + distill * KL(f_fp(x) || f_q(x)) on the training images: distillation from the
+      FP model, so that in-distribution answers stay close to it while outliers are answered
+      misleadingly (0: off; it pulls the opposite way to alpha).
     """
 
     alpha: float
@@ -47,11 +51,12 @@ class DivQATLoss:
     warmup: float = 0.0
     beta: float = 0.0
     outlier_loss: str = "divergence"
+    distill: float = 0.0
 
     def __post_init__(self):
         get_divergence(self.divergence)
         get_outlier_loss(self.outlier_loss)
-        for name in ("alpha", "logq_floor", "hinge", "warmup", "beta"):
+        for name in ("alpha", "logq_floor", "hinge", "warmup", "beta", "distill"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise DivqatError(f"{name} must be a finite number >= 0, got {value}")
@@ -82,6 +87,8 @@ class DivQATLoss:
         if self.alpha:
             d = self.divergence_per_sample(logits, batch["teacher_probs"], labels)
             loss = loss - self.alpha_at(progress) * d.mean()
+        if self.distill:
+            loss = loss + self.distill * kl(batch["teacher_probs"], F.log_softmax(logits, -1)).mean()
         return loss
 
     def outlier_term(self, outlier_logits: Tensor, batch: dict[str, Tensor], progress: float = 0.0) -> Tensor:

@@ -40,6 +40,7 @@ class VictimConfig:
     beta: float = 0.0
     outlier_loss: str = "divergence"
     outliers: tuple[str, ...] = ("noise", "strokes", "shapes")
+    distill: float = 0.0  # pull in-distribution answers towards the FP model's (DivQATLoss)
     weight_bits: int = 8
     activation_bits: int | None = None
     epochs: int = 2  # QAT / DivQAT epochs
@@ -68,7 +69,7 @@ class VictimConfig:
             return cross_entropy
         return DivQATLoss(
             self.alpha, self.divergence, self.non_target, self.logq_floor, self.hinge, self.warmup, self.beta,
-            self.outlier_loss,
+            self.outlier_loss, self.distill,
         )  # fmt: skip
 
     @property
