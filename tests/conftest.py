@@ -10,12 +10,29 @@ from hypothesis import settings
 from divqat.data.idx import write_idx
 from divqat.data.mnist import IDX_FILES
 
-# Property tests explore new examples on every local run (pass --hypothesis-seed=N to replay one)
-# and are derandomised in CI, so a clean clone passes or fails the same way on every machine.
+# Property tests explore new examples on every local run (the seed is printed at the end; pass
+# --hypothesis-seed=N to replay one) and are derandomised with seed 0 in CI, so a clean clone
+# passes or fails the same way on every machine.
 # Examples they ever found are kept as explicit @example cases beside each test.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.hookimpl(tryfirst=True)  # before hypothesis's own plugin reads --hypothesis-seed
+def pytest_configure(config):
+    """Every run has one hypothesis seed, shown at the end: 0 in CI, a fresh one locally."""
+    if config.getoption("hypothesis_seed", None) is None:
+        config.option.hypothesis_seed = 0 if os.environ.get("CI") else int.from_bytes(os.urandom(4), "little")
+    from hypothesis import core
+
+    core.global_force_seed = int(config.option.hypothesis_seed)  # what --hypothesis-seed sets
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    seed = config.getoption("hypothesis_seed", None)
+    profile = settings.get_current_profile_name()
+    terminalreporter.write_line(f"hypothesis: profile {profile!r}, seed {seed} (replay with --hypothesis-seed={seed})")
 
 
 def class_images(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from job_results import results
 
 from divqat.cli import main
 from divqat.errors import DivqatError
@@ -33,21 +34,12 @@ TINY = {
         "sweeps": [{"name": "reverse-sigmoid", "params": {"gamma": 0.2}, "values": {"beta": [0.2]}}],
     },
 }
-TIMING = {"attack_seconds", "answer_seconds_per_query", "epoch_seconds", "fp_epoch_seconds", "victim"}
 
 
 def write(tmp_path, config) -> object:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def results(out) -> dict:
-    found = {}
-    for path in sorted((out / "jobs").glob("*/*.json")):
-        if path.name in ("result.json", "metrics.json"):
-            found[path.parent.name] = {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING}
-    return found
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import yaml
+from job_results import results
 
 from divqat.cli import main
 from divqat.experiments import load_experiment, run_experiment
@@ -34,7 +35,6 @@ TINY = {
         "sweeps": [{"name": "test-sharpen", "values": {"power": [2.0]}}],
     },
 }  # 6 jobs: FP -> 2 victims -> 2 attacks and 1 defended attack
-TIMING = {"attack_seconds", "answer_seconds_per_query", "epoch_seconds", "fp_epoch_seconds", "victim"}
 
 # A user's plugin: a defense registered in Python, which the defended attack needs on its worker.
 # On Ray workers only (not in this process, not in a local pool), it also logs every job a worker
@@ -81,14 +81,6 @@ if os.getpid() != {driver} and "ray" in sys.modules and sys.modules["ray"].is_in
 
     runner.execute = logged
 """
-
-
-def results(out) -> dict:
-    found = {}
-    for path in sorted((out / "jobs").glob("*/*.json")):
-        if path.name in ("result.json", "metrics.json"):
-            found[path.parent.name] = {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING}
-    return found
 
 
 def finished_jobs(out) -> dict[str, int]:
