@@ -41,7 +41,10 @@ def serve(
     prada_block: Annotated[bool, typer.Option(help="Refuse (403) keys PRADA has flagged.")] = False,
     max_batch: Annotated[int, typer.Option(help="Images per request at most.")] = 1024,
     max_body_mb: Annotated[float, typer.Option(help="Request body size limit, MiB.")] = 32.0,
-    threads: Annotated[int, typer.Option(help="onnxruntime threads per request; 0: one per core.")] = 0,
+    threads: Annotated[
+        int,
+        typer.Option(help="onnxruntime threads per request; 0: one per core. Concurrent requests fill the cores."),
+    ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
 ):
     """Serve a run's deployed model over HTTP: keys, budgets, defenses, PRADA (docs at /docs)."""
