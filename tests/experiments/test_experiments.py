@@ -195,6 +195,25 @@ def test_defense_answer_time_is_paired_with_the_same_thief():
     assert line[-1] == "3.0x"
 
 
+def test_defense_rows_keep_soft_and_top1_thieves_apart():
+    """Two thieves behind the same defense are two rows, never one mean over label modes."""
+    from divqat.experiments.report import defense_table, pm
+
+    defended = dict(kind="defense", defense="mad", defense_param="epsilon", defense_value=0.3)
+    rows = [
+        row(answer_seconds_per_query=1e-5),
+        row(labels="hard", answer_seconds_per_query=1e-5),
+        row(surrogate_accuracy=0.2, answer_seconds_per_query=2e-5, **defended),
+        row(labels="hard", surrogate_accuracy=0.6, answer_seconds_per_query=2e-5, **defended),
+    ]
+    table = defense_table(rows)
+    thief, accuracy = table.headers.index("thief"), table.headers.index("thief acc %")
+    assert sorted((line[thief], line[accuracy]) for line in table.rows) == [
+        ("knockoff ood 1000 hard cnn", pm([0.6])),
+        ("knockoff ood 1000 soft cnn", pm([0.2])),
+    ]
+
+
 def test_report_pairs_with_the_configured_baseline(tmp_path, tiny_root):
     """`baseline:` names the victim every "vs" column is paired with (here not called qat)."""
     config = json.loads(json.dumps(TINY))

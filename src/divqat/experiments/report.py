@@ -195,14 +195,18 @@ def defense_table(rows: list[dict]) -> Table:
         return plain.get((r["victim"], r["seed"], *(r.get(k) for k in SETTING)))
 
     out = []
-    for (victim, name, value), got in sorted(group(defended, "victim", "defense", "defense_value").items()):
+    # One row per thief too: a soft-label and a top-1 thief behind the same defense are two results.
+    groups = group(defended, "victim", "defense", "defense_value", *SETTING)
+    for (victim, name, value, *setting), got in sorted(groups.items(), key=lambda kv: str(kv[0])):
         pairs = [(r, baseline_of(r)) for r in got if baseline_of(r) is not None]
         slow = [r["answer_seconds_per_query"] / b["answer_seconds_per_query"] for r, b in pairs]
-        out.append([victim, f"{name} {got[0]['defense_param']}={value:g}", pm([r["defended_accuracy"] for r in got]),
+        out.append([victim, f"{name} {got[0]['defense_param']}={value:g}", describe_thief(tuple(setting)),
+                    pm([r["defended_accuracy"] for r in got]),
                     pm([r["surrogate_accuracy"] for r in got]), f"{statistics.mean(r['defense_l1'] for r in got):.3f}",
                     f"{statistics.mean(slow):.1f}x" if slow else "-"])  # fmt: skip
     # Answer times are taken while the grid runs (--jobs at once): for latency, see the benchmark.
-    headers = ["victim", "defense", "defender acc %", "thief acc %", "mean L1", "answer time vs none (grid load)"]
+    headers = ["victim", "defense", "thief", "defender acc %", "thief acc %", "mean L1"]
+    headers.append("answer time vs none (grid load)")
     return Table("Post-hoc defenses", headers, out)
 
 
@@ -263,11 +267,12 @@ def plot_defenses(rows: list[dict], path: Path, baseline: str) -> bool:
     for ax, name in zip(axes[0], names, strict=True):
         for victim in defended_victims:
             chosen = [r for r in attacks if r["victim"] == victim and r["defense"] in (name, "none")]
-            pts = group(chosen, "defense_value")
-            keys = sorted(pts)
-            xs = [100 * statistics.mean(r["defended_accuracy"] for r in pts[k]) for k in keys]
-            ys = [100 * statistics.mean(r["surrogate_accuracy"] for r in pts[k]) for k in keys]
-            ax.plot(xs, ys, marker="o", label=victim)
+            for labels in sorted({r["labels"] for r in chosen}):  # one curve per label mode, never their mean
+                pts = group([r for r in chosen if r["labels"] == labels], "defense_value")
+                keys = sorted(pts)
+                xs = [100 * statistics.mean(r["defended_accuracy"] for r in pts[k]) for k in keys]
+                ys = [100 * statistics.mean(r["surrogate_accuracy"] for r in pts[k]) for k in keys]
+                ax.plot(xs, ys, marker="o", linestyle="-" if labels == "soft" else "--", label=f"{victim} ({labels})")
         ax.set(title=name, xlabel="defender accuracy %", ylabel="attacker accuracy %")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
