@@ -165,7 +165,7 @@ def check(experiment: Experiment) -> None:
                         *((f"attacks[{i}]", a) for i, a in enumerate(experiment.attacks)),
                         *((("defenses", experiment.defenses),) if experiment.defenses else ())]:  # fmt: skip
         extra = sorted(set(spec.seeds or ()) - set(experiment.seeds))
-        need(not extra, f"{where}.seeds", f"seed {extra[0] if extra else 0} is not among the experiment's seeds")
+        need(not extra, f"{where}.seeds", f"seeds {extra} are not among the experiment's seeds")
     names = [v.name for v in experiment.victims]
     need(len(set(names)) == len(names), "victims", "victim names must be unique")
     for i, v in enumerate(experiment.victims):

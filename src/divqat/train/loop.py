@@ -68,9 +68,8 @@ def fit(
         else None
     )
     shuffle = torch.Generator().manual_seed(config.seed)
-    layout = torch.channels_last if config.channels_last else torch.contiguous_format
     if config.channels_last:
-        model.to(memory_format=layout)
+        model.to(memory_format=torch.channels_last)
     history = History()
     set_mode(model, train=True)
     step = 0
@@ -81,7 +80,8 @@ def fit(
             for index in torch.randperm(n, generator=shuffle).split(config.batch_size):
                 batch = {k: v[index].to(device, non_blocking=True) for k, v in data.items()}
                 inputs = transform(batch["inputs"]) if transform else batch["inputs"]
-                inputs = inputs.contiguous(memory_format=layout) if inputs.ndim == 4 else inputs
+                if config.channels_last and inputs.ndim == 4:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
                 progress = step / max(total, 1)
                 loss = objective(model(inputs), batch, progress)
                 if "outliers" in batch and hasattr(objective, "outlier_term"):
