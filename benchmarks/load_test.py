@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 
 from divqat.serve.model import load_served_model
-from divqat.serve.payload import encode_images
+from divqat.wire import encode_images
 
 RACE_BUDGET, RACE_BATCH = 100, 7
 

@@ -26,8 +26,9 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from divqat import artifacts
-from divqat.attacks import AttackConfig, Thief, get_attack
+from divqat.attacks import Thief, get_attack
 from divqat.blackbox import BlackBoxVictim, load_backend
+from divqat.configs import AttackConfig
 from divqat.data import load_splits
 from divqat.data.pools import query_pool
 from divqat.serve.prada import PradaConfig, PradaState
@@ -54,10 +55,12 @@ class Recorder:
 
 def thief_stream(victim: Path, splits, name: str, pool: str, budget: int, seed: int, data_root) -> tuple:
     recorder = Recorder(load_backend(victim, "onnx"))
-    config = AttackConfig(name, pool, budget, epochs=1, seed=seed)  # the stream, not the surrogate, is measured
-    queries = None if name == "dfme" else query_pool(pool, splits, data_root)
+    config = AttackConfig(
+        attack=name, pool=pool, budget=budget, epochs=1, seed=seed
+    )  # the stream, not the surrogate, is measured
+    queries = None if name == "dfme" else query_pool(pool, splits, data_root).images
     thief = Thief(config, queries, splits.input_shape, splits.num_classes, torch.Generator().manual_seed(seed))
-    get_attack(name)(BlackBoxVictim(recorder, budget), thief)
+    get_attack(name)(BlackBoxVictim(recorder, budget).oracle(), thief)
     return recorder.stream()
 
 

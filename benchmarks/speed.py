@@ -38,7 +38,7 @@ def epoch_times(fp, splits, repeats: int) -> dict:
             ("divqat", with_teacher, DivQATLoss(1.0, "js", non_target=True)),
         ):
             model = prepare(fp, splits.input_shape, QuantConfig(8, 8), qat=True)
-            history = fit(model, data, objective, TrainConfig(epochs=1, lr=1e-4), quiet=True)
+            history = fit(model, data, objective, TrainConfig(epochs=1, lr=1e-4))
             times[name].append(history.epoch_seconds[0])
     qat, div = statistics.median(times["qat"]), statistics.median(times["divqat"])
     return {"qat_epoch_s": qat, "divqat_epoch_s": div, "ratio": div / qat, "teacher_cache_s": cache_seconds}

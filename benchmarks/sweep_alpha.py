@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from divqat import pipeline
-from divqat.train.victim import VictimConfig
+from divqat.configs import VictimConfig
 
 # name -> VictimConfig overrides. "paper" is the unbounded KL of the paper, the rest are bounded.
 FORMS = {
@@ -50,12 +50,14 @@ def main() -> None:
         base = dict(seed=seed, epochs=args.epochs, fp_epochs=args.fp_epochs, train_limit=args.train_limit)
         fp_dir = args.out / f"seed{seed}" / "fp"
         if not (fp_dir / "metrics.json").exists():
-            pipeline.train(VictimConfig(method="fp", **base), fp_dir, overwrite=True, quiet=True)
+            pipeline.train(VictimConfig(method="fp", **base), fp_dir, overwrite=True)
         for name, overrides in jobs(seed):
             run = args.out / f"seed{seed}" / name
             if (args.only and name not in args.only) or (run / "metrics.json").exists():
                 continue
-            result = pipeline.train(VictimConfig(**base, **overrides), run, fp_from=fp_dir, overwrite=True, quiet=True)
+            result = pipeline.train(
+                VictimConfig(beta=0.0, distill=0.0, **base, **overrides), run, fp_from=fp_dir, overwrite=True
+            )  # the objective alone: no outlier term
             print(
                 f"seed {seed} {name:16s} int8 {result['int8_accuracy']:.4f} kl {result['kl_fp_int8']:.4f}", flush=True
             )

@@ -31,7 +31,8 @@ def data(tiny_splits):
 def test_train_attack_and_defend_your_own_model(data, tmp_path):
     torch.manual_seed(0)  # the user's model is initialised by the user, before divqat seeds anything
     victim = api.train_victim(SmallNet(), data, tmp_path / "victim", method="divqat", alpha=0.0, beta=0.3,
-                              outlier_loss="shift", fp_epochs=2, epochs=1, batch_size=64, lr=1e-3)  # fmt: skip
+                              outlier_loss="shift", distill=0.0, fp_epochs=2, epochs=1, batch_size=64,
+                              lr=1e-3)  # fmt: skip
     metrics = json.loads((victim / "metrics.json").read_text())
     assert metrics["model"] == "SmallNet" and metrics["beta"] == 0.3 and metrics["int8_accuracy"] > 0.5
     result, surrogate = api.steal(victim, data, pool="in", budget=200, epochs=20)  # the whole thief split

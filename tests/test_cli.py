@@ -75,14 +75,14 @@ def test_evaluate_a_run(tiny_root, fp_run, tmp_path, capsys):
     [
         (["--model", "vgg99"], "unknown model"),
         (["--method", "magic"], "unknown method"),
-        (["--alpha", "-1"], "alpha must be"),
-        (["--bits", "3"], "weight bits must be one of"),
-        (["--activation-bits", "6"], "activation bits"),
+        (["--alpha", "-1"], "alpha: must be"),
+        (["--bits", "3"], "weight_bits: must be 8 or 4"),
+        (["--activation-bits", "6"], "activation_bits: must be"),
         (["--divergence", "emd"], "unknown divergence"),
         (["--dataset", "imagenet"], "unknown dataset"),
         (["--bits", "eight"], "--bits"),
         (["--data-root", "/nonexistent/divqat"], "not a directory"),
-        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--epochs", "0"], "epochs: must be >= 1"),
     ],
 )
 def test_bad_train_inputs(capsys, tmp_path, args, match):
@@ -144,7 +144,7 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().count("\n") == 0 and "alpha must be" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "alpha: must be" in proc.stderr
 
 
 def test_unknown_option_is_one_line(capsys):
@@ -182,10 +182,10 @@ def test_attack_writes_result(capsys, tmp_path, fp_run, tiny_root):
 @pytest.mark.parametrize(
     "args,match",
     [
-        (["--budget", "0"], "budget must be a positive"),
-        (["--budget", "-5"], "budget must be a positive"),
+        (["--budget", "0"], "budget: must be a positive"),
+        (["--budget", "-5"], "budget: must be a positive"),
         (["--attack", "copycat"], "unknown attack"),
-        (["--labels", "fuzzy"], "labels must be one of"),
+        (["--labels", "fuzzy"], "labels: must be one of"),
         (["--backend", "tpu"], "unknown backend"),
         (["--defense", "blur"], "unknown defense"),
         (["--defense", "top-k", "--defense-param", "k=0"], "k must be in"),

@@ -4,7 +4,7 @@
     from divqat import api
 
     data = api.dataset(train_images, train_labels, test_images, test_labels)  # float32 NCHW in [0, 1]
-    victim = api.train_victim(MyNet(), data, "runs/mine", method="divqat", alpha=0.0, beta=1.0)
+    victim = api.train_victim(MyNet(), data, "runs/mine")  # outlier-aware DivQAT; preset="paper": the paper's
     result, surrogate = api.steal(victim, data, pool="photos", budget=5000, surrogate="cnn")
     defended, _ = api.steal(victim, data, budget=5000, defenses=[api.defense("reverse-sigmoid", beta=0.2)])
 
@@ -21,15 +21,14 @@ import torch
 from torch import nn
 
 from divqat import pipeline
-from divqat.attacks import AttackConfig
 from divqat.blackbox import load_backend
+from divqat.configs import OWN_MODELS, AttackConfig, victim_config
 from divqat.data import ImageSet, Splits
 from divqat.data.pools import query_pool
 from divqat.data.splits import THIEF_POOL_FRACTION, split
 from divqat.defenses import Defense, create_defense
 from divqat.errors import DivqatError
 from divqat.extraction import steal as steal_in_memory
-from divqat.train.victim import VictimConfig
 
 __all__ = ["dataset", "defense", "steal", "train_victim"]
 
@@ -52,14 +51,20 @@ def dataset(
     return split(train, test, name, num_classes, thief_fraction)
 
 
-def train_victim(model: nn.Module | str, data: Splits, out: str | Path, **config) -> Path:
-    """Train a victim (FP, then the `method`: ptq, qat or divqat) and write its run directory
-    `out` (model.onnx, weights, metrics.json); keyword arguments are VictimConfig fields."""
-    overwrite = config.pop("overwrite", False)
+def train_victim(
+    model: nn.Module | str, data: Splits, out: str | Path, *, preset: str | None = None, overwrite: bool = False,
+    **config,
+) -> Path:  # fmt: skip
+    """Train a victim (FP, then the `method`: ptq, qat or divqat - by default outlier-aware
+    DivQAT, the setting that protects) and write its run directory `out` (model.onnx, weights,
+    metrics.json). Keyword arguments are VictimConfig fields (divqat/configs.py); `preset`
+    ("paper", "bounded") names an objective under them."""
     name = model if isinstance(model, str) else type(model).__name__
-    settings = VictimConfig(dataset=data.dataset, model=name, **config)
+    if not isinstance(model, str):
+        OWN_MODELS.add(name)
+    settings = victim_config(preset, dataset=data.dataset, model=name, **config)
     module = None if isinstance(model, str) else model
-    pipeline.train(settings, Path(out), splits=data, model=module, quiet=True, overwrite=overwrite)
+    pipeline.train(settings, Path(out), splits=data, model=module, overwrite=overwrite)
     return Path(out)
 
 
@@ -83,7 +88,7 @@ def steal(
         raise DivqatError("pool is a pool name or a tensor of images")
     answer = load_backend(Path(victim), "onnx")  # checks it is a run directory
     own = not isinstance(pool, str)
-    images = ImageSet(pool.float(), torch.full((len(pool),), -1)) if own else query_pool(pool, data)
+    images = pool.float() if own else query_pool(pool, data).images
     settings = AttackConfig(pool="ood" if own else pool, **config)
     surrogate, result = steal_in_memory(answer, data, settings, defenses=tuple(defenses), pool=images)
     return {**result, "pool": "custom" if own else pool, "victim": str(victim)}, surrogate

@@ -11,7 +11,6 @@ interrupted run never leaves a directory that looks complete.
 """
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 
@@ -20,31 +19,29 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from divqat import __version__
+from divqat.configs import VictimConfig
 from divqat.errors import DivqatError
+from divqat.files import (
+    CONFIG,
+    FP,
+    MARKER,
+    METRICS,
+    ONNX,
+    QUANT,
+    RESULT,
+    check_placeable,
+    is_marked,
+    mark,
+    read_json,
+    write_json,
+)  # fmt: skip
 from divqat.models import create_model
 from divqat.quant import OnnxModel, QuantConfig, convert, export_onnx, prepare
-from divqat.train.victim import Victim, VictimConfig
 
-CONFIG, FP, QUANT, ONNX, METRICS = "config.json", "fp.safetensors", "quant.safetensors", "model.onnx", "metrics.json"
-
-
-MARKER = ".divqat"  # in every directory divqat writes as a run: only those are ever replaced or deleted
-
-
-def mark(directory: Path, kind: str) -> None:
-    write_json(directory / MARKER, {"kind": kind, "divqat_version": __version__})
-
-
-def is_marked(directory: Path) -> bool:
-    return (directory / MARKER).is_file()
-
-
-def check_placeable(out: Path) -> None:
-    """A run is written beside its --out and renamed into place: never the current directory, one
-    of its parents, the home directory or the file system's root."""
-    here, target = Path.cwd().resolve(), out.resolve()
-    if not target.name or target == here or target in here.parents or target == Path.home().resolve():
-        raise DivqatError(f"--out {out} is the current, a parent or the home directory; name a new one (e.g. runs/x)")
+__all__ = [
+    "CONFIG", "FP", "METRICS", "ONNX", "QUANT", "RESULT", "check_placeable", "is_marked", "mark", "read_json",
+    "write_json",
+]  # fmt: skip
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -81,19 +78,6 @@ def staging_for(out: Path, kind: str) -> Path:
     return staging
 
 
-def write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DivqatError(f"{path.parent} is not a divqat run directory (no {path.name})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DivqatError(f"{path}: unreadable ({e})") from None
-
-
 def save_state(module: nn.Module, path: Path) -> None:
     save_file({k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}, str(path))
 
@@ -112,14 +96,18 @@ def load_state(module: nn.Module, path: Path) -> nn.Module:
     return module
 
 
-def stage_run(out: Path, config: VictimConfig, meta: dict, victim: Victim) -> Path:
-    """Write config, weights and the ONNX model to a staging directory beside `out`."""
+def stage_run(
+    out: Path, config: VictimConfig, meta: dict, fp: nn.Module, deployed: nn.Module, prepared: nn.Module | None
+) -> Path:
+    """Write config, weights and the ONNX model to a staging directory beside `out`: the FP
+    model, the deployed one (FP or converted) and, when quantized, the prepared graph whose
+    state rebuilds it."""
     staging = staging_for(out, "run")
     write_json(staging / CONFIG, {"divqat_version": __version__, "victim": dataclasses.asdict(config), **meta})
-    save_state(victim.fp, staging / FP)
-    if victim.prepared is not None:
-        save_state(victim.prepared, staging / QUANT)
-    export_onnx(victim.deployed, tuple(meta["input_shape"]), staging / ONNX, meta["activation_bits"])
+    save_state(fp, staging / FP)
+    if prepared is not None:
+        save_state(prepared, staging / QUANT)
+    export_onnx(deployed, tuple(meta["input_shape"]), staging / ONNX, meta["activation_bits"])
     return staging
 
 
@@ -144,7 +132,7 @@ def load_config(run: Path) -> tuple[VictimConfig, dict]:
     raw = read_json(run / CONFIG)
     try:
         fields = {f.name for f in dataclasses.fields(VictimConfig)}
-        config = VictimConfig(**{k: v for k, v in raw["victim"].items() if k in fields})
+        config = VictimConfig(**{k: v for k, v in raw["victim"].items() if k in fields})  # every field is stored
         meta = {k: raw[k] for k in ("num_classes", "input_shape", "mean", "std", "activation_bits")}
     except (KeyError, TypeError) as e:
         raise DivqatError(f"{run / CONFIG}: malformed ({e})") from None

@@ -6,17 +6,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from divqat import artifacts, metrics
-from divqat.attacks import AttackConfig, Thief, get_attack
+from divqat.attacks import Thief, get_attack
 from divqat.blackbox import BlackBoxVictim, defend, load_backend
 from divqat.blackbox.victim import Backend
-from divqat.data import ImageSet, Splits, load_splits
+from divqat.configs import AttackConfig
+from divqat.data import Splits, load_splits
 from divqat.data.pools import query_pool, with_in_distribution
 from divqat.defenses import Defense
 from divqat.errors import DivqatError
-from divqat.train import predict_proba
+from divqat.train.loop import Progress, predict_proba
 
 
 def steal(
@@ -25,28 +26,28 @@ def steal(
     config: AttackConfig,
     *,
     defenses: Sequence[Defense] = (),
-    pool: ImageSet | None = None,
+    pool: Tensor | None = None,
     reference: Backend | None = None,
     data_root: Path | None = None,
-    quiet: bool = True,
+    progress: Progress | None = None,
 ) -> tuple[nn.Module, dict]:
     """The theft, in memory: the thief queries `answer` (behind `defenses`, within the budget)
-    from `pool` (default: the config's named pool) and trains its surrogate; the test-set
-    metrics compare it with `reference` (default `answer`; a served victim's own copy, so that
-    measuring spends no key's queries). Returns the surrogate and the measurements."""
+    from `pool` (images; default: the config's named pool) and trains its surrogate; the
+    test-set metrics compare it with `reference` (default `answer`; a served victim's own copy,
+    so that measuring spends no key's queries). Returns the surrogate and the measurements.
+    The attack sees the victim's oracle and the pool's images, never their labels."""
     reference = reference or answer
     for defense in defenses:
         defense.fit(reference, splits)
     if pool is None and config.attack != "dfme":
-        pool = query_pool(config.pool, splits, data_root)
+        pool = query_pool(config.pool, splits, data_root).images
     if pool is not None and config.in_seeds:
         pool = with_in_distribution(pool, splits.thief_pool, config.in_seeds, config.seed)
     victim = BlackBoxVictim(answer, config.budget, defenses)
-    thief = Thief(
-        config, pool, splits.input_shape, splits.num_classes, torch.Generator().manual_seed(config.seed), quiet
-    )
+    generator = torch.Generator().manual_seed(config.seed)
+    thief = Thief(config, pool, splits.input_shape, splits.num_classes, generator, progress)
     start = time.perf_counter()
-    surrogate = get_attack(config.attack)(victim, thief)
+    surrogate = get_attack(config.attack)(victim.oracle(), thief)
     seconds = time.perf_counter() - start
 
     test = splits.test
@@ -82,12 +83,11 @@ def run_attack(
     key: str | None = None,
     defenses: tuple[Defense, ...] = (),
     overwrite: bool = False,
-    quiet: bool = True,
+    progress: Progress | None = None,
 ) -> dict:
     """`divqat attack`: steal the victim of a run directory; write OUT/result.json and the surrogate."""
     if out is not None:
         artifacts.check_output(out, overwrite)
-    get_attack(config.attack)
     victim_config, meta = artifacts.load_config(victim_dir)
     answer = load_backend(victim_dir, backend, url=url, key=key)
     if backend == "http" and config.budget > (remaining := answer.remaining):  # the server counts, not us
@@ -96,7 +96,7 @@ def run_attack(
     reference = load_backend(victim_dir, "onnx") if backend == "http" else answer
     splits = load_splits(victim_config.dataset, data_root)
     surrogate, measured = steal(
-        answer, splits, config, defenses=defenses, reference=reference, data_root=data_root, quiet=quiet
+        answer, splits, config, defenses=defenses, reference=reference, data_root=data_root, progress=progress
     )
     result = {
         **measured,

@@ -7,11 +7,12 @@ from pathlib import Path
 from torch import nn
 
 from divqat import artifacts, metrics
+from divqat.configs import VictimConfig
 from divqat.data import Splits, load_splits
 from divqat.errors import DivqatError
 from divqat.quant import OnnxModel, compile_int8
-from divqat.train import predict_proba
-from divqat.train.victim import Victim, VictimConfig, build_victim
+from divqat.train.loop import Progress, predict_proba
+from divqat.train.victim import Victim, build_victim, quant_config
 
 
 def run_meta(config: VictimConfig, splits: Splits) -> dict:
@@ -21,17 +22,8 @@ def run_meta(config: VictimConfig, splits: Splits) -> dict:
         "input_shape": list(splits.input_shape),
         "mean": mean,
         "std": std,
-        "activation_bits": config.quant_config().resolved().activation_bits,
+        "activation_bits": quant_config(config).resolved().activation_bits,
     }
-
-
-def divqat_settings(config: VictimConfig) -> dict:
-    """The objective's settings; alpha 0 and no divergence for the other methods."""
-    if config.method != "divqat":
-        return {"alpha": 0.0, "divergence": None}
-    keys = ("alpha", "divergence", "non_target", "logq_floor", "hinge", "warmup", "beta", "outlier_loss", "distill")
-    settings = {k: getattr(config, k) for k in keys}
-    return {**settings, "outliers": list(config.outliers) if config.uses_outliers else None}
 
 
 def fmean_or_none(values: list[float]) -> float | None:
@@ -46,9 +38,9 @@ def measure(config: VictimConfig, splits: Splits, victim: Victim, deployed: Onnx
     quantized = config.method != "fp"
     return {
         **{k: getattr(config, k) for k in ("method", "dataset", "model", "seed", "epochs")},
-        **divqat_settings(config),
+        **config.objective_settings(),
         "bits": config.weight_bits,
-        "activation_bits": config.quant_config().resolved().activation_bits if quantized else 32,
+        "activation_bits": quant_config(config).resolved().activation_bits if quantized else 32,
         "fp_accuracy": metrics.accuracy(fp_probs, test.labels),
         "int8_accuracy": metrics.accuracy(probs, test.labels) if quantized else None,
         "deployed_accuracy": metrics.accuracy(probs, test.labels),
@@ -76,7 +68,7 @@ def train(
     data_root: Path | None = None,
     fp_from: Path | None = None,
     overwrite: bool = False,
-    quiet: bool = False,
+    progress: Progress | None = None,
     test_limit: int | None = None,
     splits: Splits | None = None,
     model: nn.Module | None = None,
@@ -88,9 +80,9 @@ def train(
     if test_limit:
         splits = dataclasses.replace(splits, test=splits.test.head(test_limit))
     fp = load_fp_for(config, fp_from) if fp_from else None
-    victim = build_victim(config, splits, fp, quiet, model)
+    victim = build_victim(config, splits, fp, progress, model)
     meta = {**run_meta(config, splits), "fp_from": str(fp_from) if fp_from else None}
-    staging = artifacts.stage_run(out, config, meta, victim)
+    staging = artifacts.stage_run(out, config, meta, victim.fp, victim.deployed, victim.prepared)
     try:
         result = measure(config, splits, victim, OnnxModel(staging / artifacts.ONNX))
         artifacts.commit_run(staging, out, result, overwrite)

@@ -4,24 +4,24 @@ import pytest
 import torch
 
 from divqat import metrics
-from divqat.attacks import AttackConfig, Thief, get_attack
+from divqat.attacks import Thief, get_attack
 from divqat.blackbox import BlackBoxVictim
-from divqat.data import ImageSet
+from divqat.configs import AttackConfig, VictimConfig
 from divqat.data.pools import with_in_distribution
 from divqat.errors import DivqatError
 from divqat.train import predict_proba
-from divqat.train.victim import VictimConfig, train_fp
+from divqat.train.victim import train_fp
 
 
 @pytest.fixture(scope="module")
 def victim_model(smooth_splits):
-    model, _ = train_fp(VictimConfig(fp_epochs=4, batch_size=64, seed=0), smooth_splits, quiet=True)
+    model, _ = train_fp(VictimConfig(fp_epochs=4, batch_size=64, seed=0), smooth_splits)
     return model
 
 
 def thief_for(splits, pool=None, **options):
     config = AttackConfig(pool="in", budget=1600, epochs=10, seed=0, **options)
-    pool = pool or splits.thief_pool
+    pool = splits.thief_pool.images if pool is None else pool
     return Thief(config, pool, splits.input_shape, splits.num_classes, torch.Generator().manual_seed(0))
 
 
@@ -34,7 +34,7 @@ def steal(victim_model, splits, pool=None, **options):
         return predict_proba(victim_model, images)
 
     victim = BlackBoxVictim(answer, thief.config.budget)
-    surrogate = get_attack("knockoff")(victim, thief)
+    surrogate = get_attack("knockoff")(victim.oracle(), thief)
     assert victim.queries == sum(asked) <= thief.config.budget
     return metrics.accuracy(predict_proba(surrogate, splits.test.images), splits.test.labels), victim
 
@@ -78,7 +78,7 @@ def test_smoothing_answers_the_mean_of_augmented_copies(smooth_splits):
 
     victim = BlackBoxVictim(answer, 30)
     images = smooth_splits.thief_pool.images[:10]
-    got = thief.query(victim, images)
+    got = thief.query(victim.oracle(), images)
     copies = torch.cat(seen)
     assert victim.queries == 30 and len(copies) == 30 and not torch.equal(copies[0], copies[1])
     assert torch.allclose(got, answer(copies).view(10, 3, -1).mean(1))
@@ -86,7 +86,7 @@ def test_smoothing_answers_the_mean_of_augmented_copies(smooth_splits):
 
 def test_in_distribution_seeds_help_an_out_of_distribution_thief(victim_model, smooth_splits):
     greys = torch.rand(400, 1, 1, 1, generator=torch.Generator().manual_seed(0)).expand(400, 1, 28, 28).contiguous()
-    junk = ImageSet(greys, torch.full((400,), -1))  # flat grey images: nothing to learn the task from
+    junk = greys  # flat grey images: nothing to learn the task from
     alone, _ = steal(victim_model, smooth_splits, pool=junk)
     seeded, _ = steal(victim_model, smooth_splits, pool=with_in_distribution(junk, smooth_splits.thief_pool, 100, 0))
     assert seeded > alone + 0.1

@@ -4,27 +4,28 @@ import pytest
 import torch
 
 from divqat import metrics
-from divqat.attacks import ATTACKS, AttackConfig, Thief, get_attack
+from divqat.attacks import ATTACKS, Thief, get_attack
 from divqat.blackbox import BlackBoxVictim
+from divqat.configs import AttackConfig, VictimConfig
 from divqat.errors import DivqatError
 from divqat.train import predict_proba
-from divqat.train.victim import VictimConfig, train_fp
+from divqat.train.victim import train_fp
 
 BUDGETS = {"knockoff": 800, "knockoff-adaptive": 800, "jbda": 800, "dfme": 6000}
 
 
 @pytest.fixture(scope="module")
 def victim_model(tiny_splits):
-    model, _ = train_fp(VictimConfig(fp_epochs=4, batch_size=64, seed=0), tiny_splits, quiet=True)
+    model, _ = train_fp(VictimConfig(fp_epochs=4, batch_size=64, seed=0), tiny_splits)
     return model
 
 
 def steal(name, victim_model, splits, labels="soft", seed=0):
     config = AttackConfig(attack=name, pool="in", budget=BUDGETS[name], labels=labels, epochs=10, seed=seed)
     victim = BlackBoxVictim(lambda x: predict_proba(victim_model, x), config.budget)
-    pool = None if name == "dfme" else splits.thief_pool
+    pool = None if name == "dfme" else splits.thief_pool.images
     thief = Thief(config, pool, splits.input_shape, splits.num_classes, torch.Generator().manual_seed(seed))
-    surrogate = get_attack(name)(victim, thief)
+    surrogate = get_attack(name)(victim.oracle(), thief)
     assert victim.queries <= config.budget
     return predict_proba(surrogate, splits.test.images)
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,21 +20,21 @@ from divqat.experiments.grid import expand
 
 TINY = {
     "name": "tiny",
-    "dataset": "fashion-mnist",
-    "model": "lenet5",
     "seeds": [0],
-    "train": {"fp_epochs": 2, "epochs": 1, "lr": 1.0e-3, "batch_size": 128},
+    "victim": {"dataset": "fashion-mnist", "model": "lenet5", "fp_epochs": 2, "epochs": 1, "lr": 1.0e-3,
+               "batch_size": 128, "beta": 0.0, "distill": 0.0},
     "victims": [
         {"name": "qat", "method": "qat"},
-        {"name": "nt-js", "method": "divqat", "divergence": "js", "non_target": True, "alphas": [1.0]},
+        {"name": "nt-js", "method": "divqat", "preset": "bounded", "alpha": [1.0]},
     ],
-    "attacks": [{"attack": "knockoff", "pool": "in", "budgets": [300], "labels": ["soft", "hard"], "epochs": 2}],
+    "attack": {"attack": "knockoff", "pool": "in", "budget": 300, "epochs": 2, "surrogate": "lenet5"},
+    "attacks": [{"labels": ["soft", "hard"]}],
     "defenses": {
         "victims": ["qat"],
-        "attack": {"attack": "knockoff", "pool": "in", "budgets": [300], "labels": ["soft"], "epochs": 2},
+        "attack": {"labels": "soft"},
         "sweeps": [{"name": "reverse-sigmoid", "params": {"gamma": 0.2}, "values": {"beta": [0.2]}}],
     },
-}
+}  # fmt: skip
 
 
 def write(tmp_path, config) -> object:
@@ -47,15 +48,20 @@ def write(tmp_path, config) -> object:
     [
         (lambda c: c.update(seeds="zero"), "config.seeds[0]"),
         (lambda c: c.update(colour="red"), "config.colour"),
-        (lambda c: c["victims"][1].update(alphas=[-1.0]), "victims[1].alphas"),
+        (lambda c: c["victims"][1].update(alpha=[-1.0]), "victims[1].alpha"),
+        (lambda c: c["victims"][1].update(alphas=[1.0]), "victims[1].alphas: unknown field (give `alpha` a list)"),
         (lambda c: c["victims"][0].update(method="magic"), "victims[0].method"),
-        (lambda c: c["attacks"][0].update(budgets=[0]), "attacks[0].budgets"),
+        (lambda c: c["victims"][0].update(preset="magic"), "victims[0].preset"),
+        (lambda c: c["attacks"][0].update(budget=[0]), "attacks[0].budget"),
         (lambda c: c["attacks"][0].update(attack="copycat"), "attacks[0].attack"),
-        (lambda c: c["attacks"][0].update(epochs="many"), "config.attacks[0].epochs"),
+        (lambda c: c["attacks"][0].update(epochs="many"), "attacks[0].epochs"),
+        (lambda c: c["attacks"][0].update(seed=3), "attacks[0].seed"),
+        (lambda c: c["victim"].update(lr=-1.0), "victim.lr"),
+        (lambda c: c["defenses"]["sweeps"][0]["params"].update(gamma=-5.0), "defenses.sweeps[0]"),
         (lambda c: c["defenses"].update(victims=["nobody"]), "defenses.victims[0]"),
         (lambda c: c["defenses"]["sweeps"][0].update(name="blur"), "defenses.sweeps[0].name"),
         (lambda c: c.pop("victims"), "config.victims"),
-        (lambda c: c.update(dataset="imagenet"), "dataset"),
+        (lambda c: c["victim"].update(dataset="imagenet"), "victim.dataset"),
         (lambda c: c["attacks"][0].update(victims=["ghost"]), "attacks[0].victims[0]"),
         (lambda c: c["victims"][1].update(seeds=[7]), "victims[1].seeds"),
     ],
@@ -64,7 +70,7 @@ def test_invalid_config_names_the_field(tmp_path, capsys, change, field):
     config = json.loads(json.dumps(TINY))
     change(config)
     path = write(tmp_path, config)
-    with pytest.raises(DivqatError, match=field.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(DivqatError, match=re.escape(field)):
         load_experiment(path)
     assert main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
@@ -81,32 +87,32 @@ def test_not_yaml_and_missing_file(tmp_path):
 
 
 def test_grid_shape():
-    from divqat.experiments.config import Experiment, convert
+    from divqat.experiments.config import parse_experiment
 
-    jobs = expand(convert(Experiment, TINY, "config"))
+    jobs = expand(parse_experiment(TINY))
     levels = [j.level for j in jobs]
     assert levels.count("fp") == 1 and levels.count("victim") == 2
     assert levels.count("attack") == 5  # 2 victims x 2 label modes, + 1 defended (the undefended one is shared)
     assert len({j.key for j in jobs}) == len(jobs)
     only_qat = json.loads(json.dumps(TINY))
     only_qat["attacks"][0]["victims"] = ["qat"]
-    jobs = expand(convert(Experiment, only_qat, "config"))
+    jobs = expand(parse_experiment(only_qat))
     assert {j.labels["victim"] for j in jobs if j.level == "attack"} == {"qat"}
     with_fp = json.loads(json.dumps(TINY))
     with_fp["victims"].append({"name": "fp", "method": "fp"})
-    attacks_on_fp = [j for j in expand(convert(Experiment, with_fp, "config")) if j.labels["victim"] == "fp"]
+    attacks_on_fp = [j for j in expand(parse_experiment(with_fp)) if j.labels["victim"] == "fp"]
     assert attacks_on_fp and all(j.need_dirs[0].startswith("fp-") for j in attacks_on_fp if j.level == "attack")
 
 
 def test_rows_limited_to_some_seeds():
     """A reduced design: the costly victim and thieves on seed 0 only, the rest on every seed."""
-    from divqat.experiments.config import Experiment, convert
+    from divqat.experiments.config import parse_experiment
 
     reduced = json.loads(json.dumps(TINY)) | {"seeds": [0, 1]}
     reduced["victims"][1]["seeds"] = [0]
-    reduced["attacks"].append(dict(reduced["attacks"][0], labels=["soft"], smoothing=2, seeds=[1]))
+    reduced["attacks"].append(dict(reduced["attacks"][0], labels="soft", smoothing=2, seeds=[1]))
     reduced["defenses"]["seeds"] = [1]
-    jobs = expand(convert(Experiment, reduced, "config"))
+    jobs = expand(parse_experiment(reduced))
     seeds_of = lambda pick: sorted({j.labels["seed"] for j in jobs if pick(j.labels)})  # noqa: E731
     assert seeds_of(lambda job: job["victim"] == "qat") == [0, 1]
     assert seeds_of(lambda job: job["victim"].startswith("nt-js")) == [0]
@@ -129,7 +135,7 @@ def test_killed_runner_resumes_without_recomputing(tmp_path, tiny_root, monkeypa
     monkeypatch.setattr(runner_module, "execute", killed_after_three)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(experiment, out, data_root=tiny_root, quiet=True)
+        run_experiment(experiment, out, data_root=tiny_root)
     finished = dict(results(out))
     assert len(finished) == 3
 
@@ -140,7 +146,7 @@ def test_killed_runner_resumes_without_recomputing(tmp_path, tiny_root, monkeypa
         return original(job, out, data_root, threads)
 
     monkeypatch.setattr(runner_module, "execute", counting)
-    summary = run_experiment(experiment, out, data_root=tiny_root, quiet=True)
+    summary = run_experiment(experiment, out, data_root=tiny_root)
     assert summary == {**summary, "jobs": 8, "ran": 5}
     assert not set(resumed) & set(calls)  # nothing finished was recomputed
     after = results(out)
@@ -148,13 +154,14 @@ def test_killed_runner_resumes_without_recomputing(tmp_path, tiny_root, monkeypa
 
     monkeypatch.setattr(runner_module, "execute", original)
     clean = tmp_path / "uninterrupted"
-    run_experiment(experiment, clean, data_root=tiny_root, quiet=True)
+    run_experiment(experiment, clean, data_root=tiny_root)
     assert results(clean) == after
 
     paths = write_report(out)
     report = (out / "report.md").read_text()
     assert "Victims" in report and "nt-js-a1" in report and "reverse-sigmoid" in report and "Effective" in report
-    assert (out / "report.html").is_file() and (out / "alpha.png").stat().st_size > 1000
+    assert (out / "report.html").is_file() and (out / "thieves.png").stat().st_size > 1000
+    assert (out / "results.csv").is_file() and "(n=1)" in report and "+- 0.0" not in report
     assert all(p.exists() for p in paths)
 
     shutil.rmtree(out / "jobs")
@@ -173,61 +180,20 @@ def test_shipped_configs_are_valid(path):
     assert expand(experiment)
 
 
-def row(**fields) -> dict:
-    base = {"level": "attack", "kind": "attack", "victim": "qat", "seed": 0, "attack": "knockoff", "pool": "ood",
-            "budget": 1000, "labels": "soft", "surrogate": "cnn", "variant": "plain", "defense": "none",
-            "defense_param": None, "defense_value": 0.0, "surrogate_accuracy": 0.5, "fidelity": 0.5,
-            "defended_accuracy": 0.9, "defense_l1": 0.0}  # fmt: skip
-    return {**base, **fields}
-
-
-def test_defense_answer_time_is_paired_with_the_same_thief():
-    """The undefended baseline of a defended run is the same thief (attack, pool, labels,
-    surrogate...), not whichever run of that victim, seed and budget came last."""
-    from divqat.experiments.report import defense_table
-
-    rows = [
-        row(answer_seconds_per_query=1e-5),  # the defended thief's own setting
-        row(attack="jbda", pool="in", labels="hard", answer_seconds_per_query=4e-5),  # same victim, seed, budget
-        row(kind="defense", defense="mad", defense_param="epsilon", defense_value=0.3, answer_seconds_per_query=3e-5),
-    ]
-    (line,) = defense_table(rows).rows
-    assert line[-1] == "3.0x"
-
-
-def test_defense_rows_keep_soft_and_top1_thieves_apart():
-    """Two thieves behind the same defense are two rows, never one mean over label modes."""
-    from divqat.experiments.report import defense_table, pm
-
-    defended = dict(kind="defense", defense="mad", defense_param="epsilon", defense_value=0.3)
-    rows = [
-        row(answer_seconds_per_query=1e-5),
-        row(labels="hard", answer_seconds_per_query=1e-5),
-        row(surrogate_accuracy=0.2, answer_seconds_per_query=2e-5, **defended),
-        row(labels="hard", surrogate_accuracy=0.6, answer_seconds_per_query=2e-5, **defended),
-    ]
-    table = defense_table(rows)
-    thief, accuracy = table.headers.index("thief"), table.headers.index("thief acc %")
-    assert sorted((line[thief], line[accuracy]) for line in table.rows) == [
-        ("knockoff ood 1000 hard cnn", pm([0.6])),
-        ("knockoff ood 1000 soft cnn", pm([0.2])),
-    ]
-
-
 def test_report_pairs_with_the_configured_baseline(tmp_path, tiny_root):
     """`baseline:` names the victim every "vs" column is paired with (here not called qat)."""
     config = json.loads(json.dumps(TINY))
     config["victims"][0]["name"] = "plain"
     config["baseline"] = "plain"
     config["defenses"]["victims"] = ["plain"]
-    config["attacks"][0]["budgets"] = [200]
+    config["attack"]["budget"] = 200
     config.pop("defenses")
     out = tmp_path / "results"
-    run_experiment(load_experiment(write(tmp_path, config)), out, data_root=tiny_root, quiet=True)
+    run_experiment(load_experiment(write(tmp_path, config)), out, data_root=tiny_root)
     write_report(out)
     report = (out / "report.md").read_text()
-    assert "vs plain (pp)" in report and "0.00 +- 0.00" in report  # the baseline against itself
-    assert "(vs plain)" in report and "(0.0 +- 0.0 pp)" in report
+    assert "vs plain (pp, same seeds)" in report and "(vs plain)" in report
+    assert "(0.0 (n=1) pp)" not in report  # the baseline is not compared with itself
     bad = json.loads(json.dumps(config))
     bad["baseline"] = "qat"
     with pytest.raises(DivqatError, match="baseline: unknown victim 'qat'"):

@@ -118,7 +118,7 @@ def reference(grid, tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "out"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "cpu_count", lambda: 1)  # one job at a time, one thread: as a 2-CPU Ray with --jobs 2
-        run_experiment(grid[0], out, jobs=1, data_root=tiny_root, quiet=True)
+        run_experiment(grid[0], out, jobs=1, data_root=tiny_root)
     return results(out)
 
 
@@ -133,7 +133,7 @@ def ray_runtime():
 @pytest.fixture(scope="module")
 def ray_run(grid, tiny_root, ray_runtime, tmp_path_factory):
     out = tmp_path_factory.mktemp("ray") / "out"
-    summary = run_experiment(grid[0], out, jobs=2, data_root=tiny_root, quiet=True, executor="ray")
+    summary = run_experiment(grid[0], out, jobs=2, data_root=tiny_root, executor="ray")
     return out, summary
 
 
@@ -151,7 +151,7 @@ def test_same_results_as_the_local_executor(ray_runtime, grid, reference, ray_ru
 def test_a_second_run_recomputes_nothing(ray_runtime, grid, tiny_root, ray_run):
     out, _ = ray_run
     before, log = finished_jobs(out), started(grid[2])
-    summary = run_experiment(grid[0], out, jobs=2, data_root=tiny_root, quiet=True, executor="ray")
+    summary = run_experiment(grid[0], out, jobs=2, data_root=tiny_root, executor="ray")
     assert summary["ran"] == 0 and finished_jobs(out) == before and started(grid[2]) == log
 
 
@@ -172,14 +172,14 @@ def test_an_interrupted_run_resumes_without_recomputing(
     monkeypatch.setattr(runner_module.Tracker, "finished", interrupt_after_three)
     (control / "hold-attacks").touch()  # so that FP and victims are done, attacks running, when it comes
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(experiment, out, jobs=2, data_root=tiny_root, quiet=True, executor="ray")
+        run_experiment(experiment, out, jobs=2, data_root=tiny_root, executor="ray")
     (control / "hold-attacks").unlink()
     before = finished_jobs(out)
     assert sorted(before) == sorted(d for d in reference if not d.startswith("attack-"))
     monkeypatch.undo()
 
     already = len(started(control))
-    summary = run_experiment(experiment, out, jobs=2, data_root=tiny_root, quiet=True, executor="ray")
+    summary = run_experiment(experiment, out, jobs=2, data_root=tiny_root, executor="ray")
     assert summary["ran"] == 6 - len(before)
     resumed = started(control)[already:]
     attacks = sorted(d for d in reference if d.startswith("attack-"))

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from divqat import artifacts, metrics, pipeline
+from divqat.configs import VictimConfig
 from divqat.errors import DivqatError
 from divqat.quant import OnnxModel, QuantConfig, compile_int8, prepare, set_mode
 from divqat.train import predict_proba
-from divqat.train.victim import VictimConfig
 
 BASE = dict(epochs=1, fp_epochs=3, batch_size=64, lr=1e-3, seed=1)
 
@@ -20,14 +20,14 @@ WIDTHS = {"w8a8": (8, 8), "w8a7": (8, 7), "w4a8": (4, 8), "w4a7": (4, 7)}  # wei
 def run_dirs(tiny_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     fp = root / "fp"
-    pipeline.train(VictimConfig(method="fp", **BASE), fp, data_root=tiny_root, quiet=True)
+    pipeline.train(VictimConfig(method="fp", **BASE), fp, data_root=tiny_root)
     runs = {"fp": fp}
     variants = {"divqat": dict(method="divqat", alpha=0.5), "ptq": dict(method="ptq")}
     for name, (w, a) in WIDTHS.items():
         variants[name] = dict(method="qat", weight_bits=w, activation_bits=a)
     for name, overrides in variants.items():
         runs[name] = root / name
-        pipeline.train(VictimConfig(**BASE, **overrides), runs[name], data_root=tiny_root, fp_from=fp, quiet=True)
+        pipeline.train(VictimConfig(**BASE, **overrides), runs[name], data_root=tiny_root, fp_from=fp)
     return runs
 
 

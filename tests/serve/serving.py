@@ -9,7 +9,7 @@ import httpx
 import uvicorn
 
 from divqat.serve.keys import KeySpec
-from divqat.serve.outputs import parse_output_mode
+from divqat.wire import parse_output_mode
 
 
 def spec(key: str, budget: int, output: str = "probabilities") -> KeySpec:

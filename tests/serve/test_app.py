@@ -13,8 +13,9 @@ from divqat.defenses import create_defense
 from divqat.quant import OnnxModel
 from divqat.serve.app import create_app
 from divqat.serve.keys import KeyStore
-from divqat.serve.payload import Limits, encode_images
+from divqat.serve.payload import Limits
 from divqat.serve.prada import PradaConfig
+from divqat.wire import encode_images
 
 LIMITS = Limits(max_batch=64, max_body_bytes=2 * 2**20)
 KEYS = [

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from divqat.errors import DivqatError
-from divqat.serve.outputs import parse_output_mode, render, to_probabilities
-from divqat.serve.payload import Limits, RequestError, encode_images, parse_images
+from divqat.serve.payload import Limits, RequestError, parse_images
+from divqat.wire import encode_images, parse_output_mode, render, to_probabilities
 
 SHAPE = (1, 4, 4)
 LIMITS = Limits(max_batch=8, max_body_bytes=1 << 20)

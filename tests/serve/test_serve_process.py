@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from divqat.serve.payload import encode_images
+from divqat.wire import encode_images
 
 DIVQAT = [str(Path(sys.executable).with_name("divqat"))]
 FORBIDDEN = ("torch", "torchao", "divqat.train", "divqat.quant", "divqat.models", "divqat.defenses", "divqat.data")
@@ -67,8 +67,8 @@ import numpy as np
 from starlette.testclient import TestClient
 from divqat.serve.app import create_app
 from divqat.serve.keys import KeySpec
-from divqat.serve.outputs import parse_output_mode
-from divqat.serve.payload import encode_images
+from divqat.wire import parse_output_mode
+from divqat.wire import encode_images
 
 app = create_app(sys.argv[1], sys.argv[2], keys=[KeySpec("alice-key-0001", 10, parse_output_mode("label"))])
 with TestClient(app) as client:

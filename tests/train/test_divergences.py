@@ -11,6 +11,13 @@ from divqat.errors import DivqatError
 from divqat.train.divergences import DIVERGENCES, drop_class
 from divqat.train.objectives import DivQATLoss, cross_entropy
 
+
+def plain(**settings) -> DivQATLoss:
+    """The paper's divergence term alone (the defaults are the protecting setting, with an outlier
+    term and distillation): KL over all classes unless the test says otherwise."""
+    return DivQATLoss(**{"divergence": "kl", "non_target": False, "beta": 0.0, "distill": 0.0, **settings})
+
+
 # Worked by hand: logits (1, 0, -1) give q = e^z / sum e^z = (0.665241, 0.244728, 0.090031);
 # label 0: CE = -ln 0.665241 = 0.407606;
 # teacher p = (0.7, 0.2, 0.1): KL(p || q) = 0.7 ln(0.7/0.665241) + 0.2 ln(0.2/0.244728)
@@ -23,48 +30,48 @@ CE, KL = 0.407606, 0.005787
 
 
 def test_paper_loss_is_ce_minus_alpha_kl_by_hand():
-    loss = DivQATLoss(alpha=2.0, divergence="kl", non_target=False)(LOGITS, BATCH)
+    loss = plain(alpha=2.0, divergence="kl", non_target=False)(LOGITS, BATCH)
     assert loss.item() == pytest.approx(CE - 2.0 * KL, abs=2e-6)  # 0.396032
 
 
 def test_non_target_js_by_hand():
     # Without class 0: p~ = (0.2, 0.1)/0.3 = (2/3, 1/3); q~ = softmax(0, -1) = (0.731059, 0.268941);
     # m = (0.698863, 0.301137); JS = (KL(p~||m) + KL(q~||m)) / 2 = 0.002466.
-    loss = DivQATLoss(alpha=1.0, divergence="js", non_target=True)(LOGITS, BATCH)
+    loss = plain(alpha=1.0, divergence="js", non_target=True)(LOGITS, BATCH)
     assert loss.item() == pytest.approx(CE - 0.002466, abs=2e-6)
 
 
 def test_alpha_zero_is_cross_entropy():
-    assert DivQATLoss(alpha=0.0)(LOGITS, BATCH).item() == cross_entropy(LOGITS, BATCH).item()
+    assert plain(alpha=0.0)(LOGITS, BATCH).item() == cross_entropy(LOGITS, BATCH).item()
 
 
 def test_hinge_caps_and_floor_bounds_the_divergence():
     extreme = torch.tensor([[30.0, -30.0, -30.0]])  # q_2 ~ e^-60: unbounded KL would be ~6
     batch = {"targets": torch.tensor([0]), "teacher_probs": TEACHER}
-    plain = DivQATLoss(alpha=1.0, divergence="kl").divergence_per_sample(extreme, TEACHER, batch["targets"])
-    floored = DivQATLoss(alpha=1.0, divergence="kl", logq_floor=1e-3).divergence_per_sample(
+    unbounded = plain(alpha=1.0, divergence="kl").divergence_per_sample(extreme, TEACHER, batch["targets"])
+    floored = plain(alpha=1.0, divergence="kl", logq_floor=1e-3).divergence_per_sample(
         extreme, TEACHER, batch["targets"]
     )
-    hinged = DivQATLoss(alpha=1.0, divergence="kl", hinge=0.5).divergence_per_sample(extreme, TEACHER, batch["targets"])
-    assert plain.item() > 15
+    hinged = plain(alpha=1.0, divergence="kl", hinge=0.5).divergence_per_sample(extreme, TEACHER, batch["targets"])
+    assert unbounded.item() > 15
     assert floored.item() <= -0.3 * math.log(1e-3) + 1e-5  # 0.3 of p's mass sits at the floor
     assert hinged.item() == pytest.approx(0.5)
 
 
 def test_warmup_ramps_alpha():
-    loss = DivQATLoss(alpha=2.0, warmup=0.5)
+    loss = plain(alpha=2.0, warmup=0.5)
     assert [loss.alpha_at(p) for p in (0.0, 0.25, 0.5, 1.0)] == [0.0, 1.0, 2.0, 2.0]
 
 
 @pytest.mark.parametrize("field,value", [("alpha", -0.1), ("alpha", float("nan")), ("hinge", -1.0), ("warmup", 2.0)])
 def test_invalid_settings(field, value):
     with pytest.raises(DivqatError):
-        DivQATLoss(**{"alpha": 1.0, field: value})
+        plain(**{"alpha": 1.0, field: value})
 
 
 def test_unknown_divergence():
     with pytest.raises(DivqatError, match="unknown divergence"):
-        DivQATLoss(alpha=1.0, divergence="wasserstein")
+        plain(alpha=1.0, divergence="wasserstein")
 
 
 def test_drop_class_keeps_order():
@@ -95,7 +102,9 @@ def test_gradients_are_finite_when_the_teacher_has_zeros():
     for name in DIVERGENCES:
         for non_target in (False, True):
             z = torch.tensor([[2.0, -1.0, 0.5, 0.0]], requires_grad=True)
-            loss = DivQATLoss(1.0, name, non_target)(z, {"targets": torch.tensor([0]), "teacher_probs": teacher})
+            loss = plain(alpha=1.0, divergence=name, non_target=non_target)(
+                z, {"targets": torch.tensor([0]), "teacher_probs": teacher}
+            )
             loss.backward()
             assert torch.isfinite(z.grad).all(), (name, non_target)
 
@@ -105,7 +114,9 @@ def test_js_is_finite_for_extreme_logits_in_float32(non_target):
     """m = (p + q) / 2 underflows to 0 where p_k = 0 and log q_k < -103; log m must not be -inf."""
     teacher = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])
     z = torch.tensor([[0.0, 200.0, -200.0, 50.0], [300.0, -300.0, 0.0, -150.0]], requires_grad=True)
-    loss = DivQATLoss(1.0, "js", non_target)(z, {"targets": torch.tensor([0, 2]), "teacher_probs": teacher})
+    loss = plain(alpha=1.0, divergence="js", non_target=non_target)(
+        z, {"targets": torch.tensor([0, 2]), "teacher_probs": teacher}
+    )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
     d = DIVERGENCES["js"](teacher, torch.log_softmax(z.detach(), -1))

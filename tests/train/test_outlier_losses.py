@@ -45,7 +45,7 @@ def test_outlier_term_is_beta_times_the_mean():
 def test_distill_adds_kl_to_the_teacher_by_hand():
     # CE = 0.407606 and KL(p || q) = 0.005787 (tests/train/test_divergences.py): 0.407606 + 2 * 0.005787
     batch = {"targets": torch.tensor([0]), "teacher_probs": TEACHER}
-    loss = DivQATLoss(alpha=0.0, distill=2.0)(LOGITS, batch)
+    loss = DivQATLoss(alpha=0.0, beta=0.0, distill=2.0)(LOGITS, batch)
     assert loss.item() == pytest.approx(0.419180, abs=2e-6)
 
 
@@ -65,12 +65,14 @@ def test_outlier_losses_are_bounded_below_and_finite(name):
 
 
 def quantized_weights(tiny_splits, **overrides):
-    from divqat.train.victim import VictimConfig, quantize, train_fp
+    from divqat.configs import VictimConfig
+    from divqat.train.victim import quantize, train_fp
 
-    base = dict(method="divqat", alpha=0.5, epochs=1, fp_epochs=1, batch_size=128, lr=1e-3, seed=3, train_limit=600)
+    base = dict(method="divqat", alpha=0.5, distill=0.0, epochs=1, fp_epochs=1, batch_size=128, lr=1e-3, seed=3,
+                train_limit=600)  # fmt: skip
     config = VictimConfig(**{**base, **overrides})
-    fp, _ = train_fp(config, tiny_splits, quiet=True)
-    victim = quantize(config, tiny_splits, fp, quiet=True)
+    fp, _ = train_fp(config, tiny_splits)
+    victim = quantize(config, tiny_splits, fp)
     return {k: v.clone() for k, v in victim.prepared.state_dict().items()}, victim, config
 
 
@@ -79,7 +81,7 @@ def test_beta_zero_is_divqat_without_the_term_bit_for_bit(tiny_splits):
     (CE - alpha * D, written out here), whatever outlier sources are named."""
     from divqat.quant import prepare
     from divqat.train import TrainConfig, fit, predict_proba
-    from divqat.train.victim import train_fp
+    from divqat.train.victim import quant_config, train_fp
 
     ours, _, config = quantized_weights(tiny_splits, beta=0.0, outliers="distort")
     again, _, _ = quantized_weights(tiny_splits, beta=0.0, outliers="noise,strokes")
@@ -93,12 +95,12 @@ def test_beta_zero_is_divqat_without_the_term_bit_for_bit(tiny_splits):
         log_q = F.log_softmax(logits[keep].view(len(p), -1), -1)
         return F.cross_entropy(logits, batch["targets"]) - 0.5 * get_divergence("js")(p, log_q).mean()
 
-    fp, _ = train_fp(config, tiny_splits, quiet=True)
+    fp, _ = train_fp(config, tiny_splits)
     train = tiny_splits.victim_train.head(config.train_limit)
     torch.manual_seed(config.seed)
-    prepared = prepare(fp, tiny_splits.input_shape, config.quant_config(), qat=True)
+    prepared = prepare(fp, tiny_splits.input_shape, quant_config(config), qat=True)
     data = {"inputs": train.images, "targets": train.labels, "teacher_probs": predict_proba(fp, train.images)}
-    fit(prepared, data, before, TrainConfig(1, 128, 1e-3, seed=config.seed), quiet=True)
+    fit(prepared, data, before, TrainConfig(1, 128, 1e-3, seed=config.seed))
     reference = prepared.state_dict()
     assert all(torch.equal(ours[k], reference[k]) for k in ours)
 

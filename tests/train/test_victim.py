@@ -4,15 +4,17 @@ import pytest
 import torch
 
 from divqat import metrics
+from divqat.configs import VictimConfig
 from divqat.train import predict_proba
-from divqat.train.victim import VictimConfig, build_victim, train_fp
+from divqat.train.victim import build_victim, train_fp
 
-BASE = dict(epochs=2, fp_epochs=3, batch_size=64, lr=1e-3, seed=7)
+# The objective alone (no outlier term, no distillation): the protecting defaults are tested elsewhere.
+BASE = dict(epochs=2, fp_epochs=3, batch_size=64, lr=1e-3, seed=7, beta=0.0, distill=0.0)
 
 
 @pytest.fixture(scope="module")
 def fp_model(tiny_splits):
-    model, _ = train_fp(VictimConfig(**BASE), tiny_splits, quiet=True)
+    model, _ = train_fp(VictimConfig(**BASE), tiny_splits)
     return model
 
 
@@ -22,8 +24,8 @@ def test_fp_learns(tiny_splits, fp_model):
 
 
 def test_alpha_zero_gives_exactly_the_qat_result(tiny_splits, fp_model):
-    qat = build_victim(VictimConfig(method="qat", **BASE), tiny_splits, fp_model, quiet=True)
-    div = build_victim(VictimConfig(method="divqat", alpha=0.0, **BASE), tiny_splits, fp_model, quiet=True)
+    qat = build_victim(VictimConfig(method="qat", **BASE), tiny_splits, fp_model)
+    div = build_victim(VictimConfig(method="divqat", alpha=0.0, **BASE), tiny_splits, fp_model)
     a, b = qat.prepared.state_dict(), div.prepared.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     x = tiny_splits.test.images
@@ -35,7 +37,7 @@ def test_alpha_zero_gives_exactly_the_qat_result(tiny_splits, fp_model):
 def test_alpha_raises_divergence_from_the_teacher(tiny_splits, fp_model, divergence, non_target, alpha):
     def kl_to_teacher(alpha):
         config = VictimConfig(method="divqat", alpha=alpha, divergence=divergence, non_target=non_target, **BASE)
-        victim = build_victim(config, tiny_splits, fp_model, quiet=True)
+        victim = build_victim(config, tiny_splits, fp_model)
         x = tiny_splits.test.images
         return metrics.mean_kl(predict_proba(fp_model, x), predict_proba(victim.deployed, x))
 
@@ -44,5 +46,5 @@ def test_alpha_raises_divergence_from_the_teacher(tiny_splits, fp_model, diverge
 
 def test_the_teacher_stays_frozen(tiny_splits, fp_model):
     before = {k: v.clone() for k, v in fp_model.state_dict().items()}
-    build_victim(VictimConfig(method="divqat", alpha=1.0, **BASE), tiny_splits, fp_model, quiet=True)
+    build_victim(VictimConfig(method="divqat", alpha=1.0, **BASE), tiny_splits, fp_model)
     assert all(torch.equal(before[k], v) for k, v in fp_model.state_dict().items())

@@ -1,76 +1,40 @@
-"""What every attack shares: its config, the thief's knowledge, and surrogate training.
+"""What every attack shares: the thief's knowledge, and surrogate training.
 
-The thief knows the input shape and the number of classes (the API's output length), its own
-query pool, and nothing else; it trains its surrogate with the same loop as the victims.
+An attack is `attack(victim, thief) -> surrogate`: `victim` is an `Oracle` (`query`, `remaining`
+and nothing else), `thief` what the thief knows - its settings (an AttackConfig,
+divqat/configs.py), the input shape and the number of classes (the API's output length), its
+own query pool as unlabelled images, and a generator. It trains its surrogate with the same
+loop as the victims.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from divqat.data import ImageSet
 from divqat.data.augment import random_affine
-from divqat.data.pools import POOLS
 from divqat.device import default_device
 from divqat.errors import DivqatError
 from divqat.models import create_model
 from divqat.registry import Registry
-from divqat.train import TrainConfig, cross_entropy, fit
+from divqat.train.loop import Progress, TrainConfig, fit
+from divqat.train.losses import cross_entropy
 
-LABEL_MODES = ("soft", "hard")
-CONFIDENCE_MODES = ("drop", "weight")
+if TYPE_CHECKING:  # a type only: the config module checks attack names against this registry
+    from divqat.configs import AttackConfig
 
 
 @dataclass(frozen=True)
-class AttackConfig:
-    """One theft. Past the basics, the ways a thief adapts to a training-time defense:
-    `labels="hard"` (top-1 only), `confidence_tau` (drop, or down-weight to max prob / tau, the
-    answers whose max probability is below tau), `smoothing` (query each image as k augmented
-    copies and train on the mean answer; every copy is a query) and `in_seeds` (that many images
-    of the thief's in-distribution split mixed into the pool). `augment` trains the surrogate
-    on randomly shifted, rotated and scaled views of its queries (the answers kept)."""
-
-    attack: str = "knockoff"
-    pool: str = "ood"
-    budget: int = 10_000
-    labels: str = "soft"  # soft: the victim's probabilities; hard: only its top-1 label
-    surrogate: str = "lenet5"
-    epochs: int = 20
-    lr: float = 1e-3
-    batch_size: int = 128
-    seed: int = 0
-    augment: bool = False
-    confidence_tau: float = 0.0
-    confidence_mode: str = "drop"
-    smoothing: int = 1
-    in_seeds: int = 0
-
-    def __post_init__(self):
-        if self.budget <= 0:
-            raise DivqatError(f"budget must be a positive number of queries, got {self.budget}")
-        if self.labels not in LABEL_MODES:
-            raise DivqatError(f"labels must be one of {', '.join(LABEL_MODES)}, got {self.labels!r}")
-        if self.pool not in POOLS:
-            raise DivqatError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
-        if self.epochs < 1:
-            raise DivqatError("epochs must be >= 1")
-        if not 0 <= self.confidence_tau < 1:
-            raise DivqatError(f"confidence_tau must be in [0, 1), got {self.confidence_tau}")
-        if self.confidence_mode not in CONFIDENCE_MODES:
-            raise DivqatError(f"confidence_mode must be one of {', '.join(CONFIDENCE_MODES)}")
-        if self.smoothing < 1 or self.in_seeds < 0:
-            raise DivqatError("smoothing must be >= 1 and in_seeds >= 0")
-
-
-@dataclass
 class Thief:
     config: AttackConfig
-    pool: ImageSet | None  # None for data-free attacks
+    pool: Tensor | None  # unlabelled images (float32 NCHW in [0, 1]); None for data-free attacks
     input_shape: tuple[int, int, int]
     num_classes: int
     generator: torch.Generator
-    quiet: bool = True
+    progress: Progress | None = None
 
     def targets(self, probs: Tensor) -> Tensor:
         """What the thief trains on: the probabilities, or (hard) only their argmax."""
@@ -119,7 +83,7 @@ class Thief:
         run = TrainConfig(epochs or c.epochs, c.batch_size, c.lr, seed=c.seed, channels_last=True)
         augment = self.augmentation() if c.augment else None
         data = self.training_data(inputs, probs)
-        fit(model, data, cross_entropy, run, label="surrogate", quiet=self.quiet, transform=augment)
+        fit(model, data, cross_entropy, run, label="surrogate", progress=self.progress, transform=augment)
         return model.cpu()
 
     def augmentation(self):
@@ -128,6 +92,6 @@ class Thief:
         return lambda images: random_affine(images.cpu(), g).to(images.device)
 
 
-ATTACKS = Registry("attack")  # name -> attack(victim, thief) -> trained surrogate
+ATTACKS = Registry("attack")  # name -> attack(victim: Oracle, thief: Thief) -> trained surrogate
 register_attack = ATTACKS.register
 get_attack = ATTACKS.lookup

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from divqat.attacks.base import Thief, register_attack
-from divqat.blackbox import BlackBoxVictim
+from divqat.blackbox.victim import Oracle
 from divqat.train.loop import set_mode
 
 
@@ -37,18 +37,18 @@ class Generator(nn.Module):
         return torch.sigmoid(self.net(z))
 
 
-def victim_logits(victim: BlackBoxVictim, x: torch.Tensor) -> torch.Tensor:
+def victim_logits(victim: Oracle, x: torch.Tensor) -> torch.Tensor:
     log_p = victim.query(x).clamp_min(1e-8).log()
     return log_p - log_p.mean(-1, keepdim=True)
 
 
 @register_attack("dfme")
 def dfme(
-    victim: BlackBoxVictim,
+    victim: Oracle,
     thief: Thief,
     batch: int = 64,
     directions: int = 1,
-    smoothing: float = 1e-3,
+    probe_step: float = 1e-3,
     student_steps: int = 5,
     latent: int = 64,
 ):
@@ -68,11 +68,11 @@ def dfme(
         u = torch.randn(directions, *xd.shape, generator=g)
         u = u / u.flatten(2).norm(dim=-1).view(directions, batch, 1, 1, 1)
         with torch.no_grad():
-            probes = torch.cat([xd, (xd.unsqueeze(0) + smoothing * u).reshape(-1, *xd.shape[1:])])
+            probes = torch.cat([xd, (xd.unsqueeze(0) + probe_step * u).reshape(-1, *xd.shape[1:])])
             disagreement = (surrogate(probes) - victim_logits(victim, probes)).abs().mean(-1)
             base, moved = disagreement[:batch], disagreement[batch:].view(directions, batch)
             dim = xd[0].numel()
-            grad = (dim / (directions * smoothing)) * ((moved - base).view(directions, batch, 1, 1, 1) * u).sum(0)
+            grad = (dim / (directions * probe_step)) * ((moved - base).view(directions, batch, 1, 1, 1) * u).sum(0)
         gen_opt.zero_grad()
         x.backward(-grad / batch)  # maximise the disagreement
         gen_opt.step()

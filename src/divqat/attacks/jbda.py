@@ -9,7 +9,7 @@ round until the budget is spent. Defaults from prediction-poisoning: seed set 10
 import torch
 
 from divqat.attacks.base import Thief, register_attack
-from divqat.blackbox import BlackBoxVictim
+from divqat.blackbox.victim import Oracle
 from divqat.train.loop import set_mode
 
 
@@ -24,8 +24,8 @@ def jacobian_step(surrogate, images: torch.Tensor, labels: torch.Tensor, step: f
 
 
 @register_attack("jbda")
-def jbda(victim: BlackBoxVictim, thief: Thief, seed_size: int = 100, step: float = 0.1, round_epochs: int = 20):
-    pool, g = thief.pool.images, thief.generator
+def jbda(victim: Oracle, thief: Thief, seed_size: int = 100, step: float = 0.1, round_epochs: int = 20):
+    pool, g = thief.pool, thief.generator
     inputs = pool[torch.randperm(len(pool), generator=g)[: min(seed_size, victim.remaining)]]
     answers = victim.query(inputs)
     while victim.remaining > 0:

@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
 from divqat.attacks.base import Thief, register_attack
-from divqat.blackbox import BlackBoxVictim
+from divqat.blackbox.victim import Oracle
 from divqat.data.augment import random_affine, sample_with_augmentation
 from divqat.train.loop import set_mode
 
 
 @register_attack("knockoff")
-def knockoff_random(victim: BlackBoxVictim, thief: Thief):
-    inputs = sample_with_augmentation(thief.pool.images, thief.config.budget // thief.config.smoothing, thief.generator)
+def knockoff_random(victim: Oracle, thief: Thief):
+    inputs = sample_with_augmentation(thief.pool, thief.config.budget // thief.config.smoothing, thief.generator)
     return thief.train_surrogate(inputs, thief.query(victim, inputs))
 
 
@@ -62,10 +62,8 @@ class Standardizer:
 
 
 @register_attack("knockoff-adaptive")
-def knockoff_adaptive(
-    victim: BlackBoxVictim, thief: Thief, clusters: int = 20, round_size: int = 64, step: float = 0.5
-):
-    pool, g = thief.pool.images, thief.generator
+def knockoff_adaptive(victim: Oracle, thief: Thief, clusters: int = 20, round_size: int = 64, step: float = 0.5):
+    pool, g = thief.pool, thief.generator
     arms = cluster_pool(pool, min(clusters, len(pool)), thief.config.seed)
     preferences = torch.zeros(len(arms))
     baseline, rounds = 0.0, 0

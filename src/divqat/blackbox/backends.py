@@ -5,7 +5,7 @@ from pathlib import Path
 from divqat import artifacts
 from divqat.errors import DivqatError
 from divqat.quant import compile_int8
-from divqat.train import predict_proba
+from divqat.train.loop import predict_proba
 
 BACKENDS = ("onnx", "int8", "fp", "http")
 

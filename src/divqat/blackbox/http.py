@@ -12,8 +12,7 @@ from torch import Tensor
 
 from divqat.blackbox.victim import BudgetExceeded
 from divqat.errors import DivqatError
-from divqat.serve.outputs import parse_output_mode, to_probabilities
-from divqat.serve.payload import encode_images
+from divqat.wire import encode_images, parse_output_mode, to_probabilities
 
 
 class HttpBackend:

@@ -1,13 +1,18 @@
-"""The black-box victim: the only thing an attack sees.
+"""The black-box victim: what a thief holds, and the books kept behind it.
 
-It answers batches of images with probability vectors from any backend (FP, in-process int8,
-ONNX, and later a remote endpoint: anything `images -> probabilities`), after the output
-defenses in order, counts queries, and refuses any batch that would exceed the budget.
+`BlackBoxVictim` answers batches of images with probability vectors from any backend (FP,
+in-process int8, ONNX, a served model: anything `images -> probabilities`), after the output
+defenses in order, counts queries and the time spent answering, and refuses any batch that
+would pass the budget. An attack never sees it: it gets the victim's `oracle()`, an object with
+`query(images)` and `remaining` and nothing else - no backend, no defenses, no budget to raise.
+
+(In-process Python cannot be sandboxed: code that digs through interpreter internals can reach
+anything. The oracle keeps honest and careless attacks inside the threat model; a thief you do
+not trust queries a served victim, `--backend http`, where the budget is the server's.)
 """
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -28,30 +33,70 @@ def defend(probs: Tensor, images: Tensor, defenses: Sequence[Defense]) -> Tensor
     return probs
 
 
-@dataclass
-class BlackBoxVictim:
-    backend: Backend
-    budget: int
-    defenses: Sequence[Defense] = ()
-    queries: int = 0
-    seconds: float = field(default=0.0)  # time spent answering, defenses included
+class Oracle:
+    """The victim as an attack sees it: `query(images) -> probabilities` (each image one query of
+    the budget; a batch past it is refused whole) and `remaining`. Read-only, no other state."""
 
-    def __post_init__(self):
-        if self.budget <= 0:
-            raise DivqatError(f"budget must be a positive number of queries, got {self.budget}")
+    __slots__ = ()
+
+    def query(self, images: Tensor) -> Tensor:
+        raise NotImplementedError
 
     @property
     def remaining(self) -> int:
-        return self.budget - self.queries
+        raise NotImplementedError
+
+
+class BlackBoxVictim:
+    """The defender's side of the black box: backend, defenses, budget and the books."""
+
+    def __init__(self, backend: Backend, budget: int, defenses: Sequence[Defense] = ()):
+        if budget <= 0:
+            raise DivqatError(f"budget must be a positive number of queries, got {budget}")
+        self._backend, self._budget, self._defenses = backend, int(budget), tuple(defenses)
+        self._queries, self._seconds = 0, 0.0
+
+    @property
+    def budget(self) -> int:
+        return self._budget
+
+    @property
+    def queries(self) -> int:
+        return self._queries
+
+    @property
+    def seconds(self) -> float:
+        """Time spent answering, defenses included."""
+        return self._seconds
+
+    @property
+    def remaining(self) -> int:
+        return self._budget - self._queries
 
     def query(self, images: Tensor) -> Tensor:
         n = len(images)
         if n > self.remaining:
             raise BudgetExceeded(
-                f"query budget exhausted: {n} more queries asked, {self.remaining} of {self.budget} left"
+                f"query budget exhausted: {n} more queries asked, {self.remaining} of {self._budget} left"
             )
         start = time.perf_counter()
-        probs = defend(self.backend(images), images, self.defenses)
-        self.seconds += time.perf_counter() - start
-        self.queries += n
+        probs = defend(self._backend(images), images, self._defenses)
+        self._seconds += time.perf_counter() - start
+        self._queries += n
         return probs.detach()
+
+    def oracle(self) -> Oracle:
+        """What the thief is handed: this victim's `query` and `remaining`, nothing else."""
+        books = self
+
+        class VictimOracle(Oracle):
+            __slots__ = ()
+
+            def query(self, images: Tensor) -> Tensor:
+                return books.query(images)
+
+            @property
+            def remaining(self) -> int:
+                return books.remaining
+
+        return VictimOracle()

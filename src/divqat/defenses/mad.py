@@ -41,7 +41,8 @@ class MAD(Defense):
 
     def fit(self, victim, splits) -> "MAD":
         from divqat.models import create_model  # training code, only when a defense is built
-        from divqat.train import TrainConfig, cross_entropy, fit
+        from divqat.train.loop import TrainConfig, fit
+        from divqat.train.losses import cross_entropy
 
         torch.manual_seed(self.seed)
         train = splits.victim_train
@@ -51,7 +52,7 @@ class MAD(Defense):
         )
         if self.surrogate_epochs:
             data = {"inputs": train.images, "targets": train.labels}
-            fit(model, data, cross_entropy, TrainConfig(self.surrogate_epochs, seed=self.seed), quiet=True)
+            fit(model, data, cross_entropy, TrainConfig(self.surrogate_epochs, seed=self.seed))
         self.surrogate = model
         return self
 

@@ -36,7 +36,7 @@ class AdaptiveMisinformation(Defense):
 
     def fit(self, victim, splits) -> "AdaptiveMisinformation":
         from divqat.models import create_model  # training code, only when a defense is built
-        from divqat.train import TrainConfig, fit
+        from divqat.train.loop import TrainConfig, fit
 
         torch.manual_seed(self.seed)
         mean, std = splits.channel_stats()
@@ -45,7 +45,7 @@ class AdaptiveMisinformation(Defense):
         )
         train = splits.victim_train
         data = {"inputs": train.images, "targets": train.labels}
-        fit(model, data, misinformation_loss, TrainConfig(max(self.epochs, 1), seed=self.seed), quiet=True)
+        fit(model, data, misinformation_loss, TrainConfig(max(self.epochs, 1), seed=self.seed))
         self.misinformation = model
         return self
 

@@ -1,23 +1,33 @@
-"""Experiment configs: YAML validated into frozen dataclasses; errors name the field.
+"""Experiment configs: YAML whose victims and attacks are the core configs (divqat/configs.py)
+plus sweep axes; errors name the field.
 
-name: fashion-mnist-small
-dataset: fashion-mnist
-model: lenet5
-seeds: [0]
-train: {fp_epochs: 4, epochs: 1}
-victims:
-  - {name: qat, method: qat}
-  - {name: nt-js, method: divqat, divergence: js, non_target: true, alphas: [0.5, 1.0]}
-attacks:
-  - {attack: knockoff, pool: ood, budgets: [2000], labels: [soft, hard], epochs: 10}
-defenses:
-  victims: [qat, nt-js-a0.5]
-  attack: {attack: knockoff, pool: ood, budgets: [2000], labels: [soft], epochs: 10}
-  sweeps:
-    - {name: reverse-sigmoid, params: {gamma: 0.2}, values: {beta: [0.04, 0.16]}}
+    name: fashion-mnist-small
+    seeds: [0]
+    baseline: qat                          # the victim every "vs" column is paired with
+    victim: {dataset: fashion-mnist, model: lenet5, fp_epochs: 5}   # every victim's defaults
+    victims:
+      - {name: qat, method: qat}
+      - {name: paper-kl, preset: paper, alpha: [0.5, 1.0]}         # a list: one victim per value
+      - {name: outlier, method: divqat}                            # the default: outlier-aware
+    attack: {surrogate: cnn, epochs: 10, budget: 5000}             # every attack's defaults
+    attacks:
+      - {pool: [ood, photos], labels: [soft, hard]}                # 2 x 2 thieves on each victim
+      - {pool: in, labels: soft, victims: [qat, outlier]}
+    defenses:
+      victims: [qat, outlier]
+      attack: {pool: ood, labels: soft}
+      sweeps:
+        - {name: reverse-sigmoid, params: {gamma: 0.2}, values: {beta: [0.04, 0.16]}}
+
+A victim or attack entry takes any field of VictimConfig or AttackConfig (`divqat train
+--help`, `divqat attack --help`); a list where the field takes one value is a sweep axis, and
+swept victims are named after their values (`paper-kl-a0.5`, `paper-kl-a1`). `preset` names
+a PRESETS setting under the fields given; `seeds` limits an entry to some of the experiment's
+seeds (a reduced design that says so); an attack's `victims` limits it to some victims.
 """
 
 import dataclasses
+import itertools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,81 +35,98 @@ from pathlib import Path
 
 import yaml
 
+from divqat.configs import AttackConfig, ConfigError, VictimConfig, preset_fields, victim_config
 from divqat.errors import DivqatError
 
-
-@dataclass(frozen=True)
-class TrainSpec:
-    fp_epochs: int = 10
-    fp_lr: float = 1e-3
-    epochs: int = 2
-    lr: float = 1e-4
-    batch_size: int = 256
-    train_limit: int | None = None
-
-
-@dataclass(frozen=True)
-class VictimSpec:
-    name: str
-    method: str
-    alphas: tuple[float, ...] = (0.0,)
-    divergence: str = "js"
-    non_target: bool = True
-    logq_floor: float = 0.0
-    hinge: float = 0.0
-    warmup: float = 0.0
-    betas: tuple[float, ...] = (0.0,)  # the outlier term's weights, one victim each (with each alpha)
-    outlier_loss: str = "divergence"
-    outliers: tuple[str, ...] = ("noise", "strokes", "shapes")
-    distill: float = 0.0
-    weight_bits: int = 8
-    seeds: tuple[int, ...] | None = None  # default: every seed (fewer: a costly row of a reduced design)
+# Fields the experiment sets itself.
+OWN_FIELDS = {"seed": "seeds come from the experiment's `seeds` (and an entry's own `seeds`)"}
+# Keys of earlier versions, with what replaced them.
+RENAMED = {
+    "alphas": "give `alpha` a list", "betas": "give `beta` a list", "budgets": "give `budget` a list",
+    "train": "the training fields go under `victim:` (every victim) or on a victim",
+    "dataset": "`dataset` goes under `victim:`",
+    "model": "`model` goes under `victim:` (and `surrogate` under `attack:`)",
+}  # fmt: skip
+SHORT = {"alpha": "a", "beta": "b", "distill": "d"}  # in swept victims' names
 
 
 @dataclass(frozen=True)
-class AttackSpec:
-    attack: str
-    pool: str = "ood"
-    budgets: tuple[int, ...] = (10_000,)
-    labels: tuple[str, ...] = ("soft", "hard")
-    epochs: int = 20
-    surrogate: str | None = None  # default: the victims' architecture
-    victims: tuple[str, ...] | None = None  # default: every victim
-    augment: bool = False
-    confidence_tau: float = 0.0
-    confidence_mode: str = "drop"
-    smoothing: int = 1
-    in_seeds: int = 0
+class Entry:
+    """A victim or an attack of the grid: fixed fields, sweep axes (field -> values, in the order
+    given) and the spec's own keys."""
+
+    fields: dict = field(default_factory=dict)
+    sweep: dict = field(default_factory=dict)
+    name: str = ""
+    preset: str | None = None
     seeds: tuple[int, ...] | None = None  # default: every seed of the experiment
+    victims: tuple[str, ...] | None = None  # attacks only; default: every victim
+
+    def points(self) -> list[dict]:
+        """Each point of the sweep: the fixed fields with one value of every axis."""
+        axes = list(self.sweep.items())
+        return [
+            {**self.fields, **dict(zip((k for k, _ in axes), values, strict=True))}
+            for values in itertools.product(*(v for _, v in axes))
+        ]
+
+    def label(self, point: dict) -> str:
+        """A swept victim's name: its own, then each axis's value (alpha 0.5 -> `-a0.5`)."""
+        parts = [self.name] + [f"{SHORT.get(k, k + '-')}{show(point[k])}" for k in self.sweep]
+        return "-".join(parts)
+
+    def runs_on(self, seed: int) -> bool:
+        return self.seeds is None or seed in self.seeds
+
+
+def show(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
 class DefenseSweep:
     name: str
-    params: dict[str, float] = field(default_factory=dict)
+    params: dict[str, float | str] = field(default_factory=dict)
     values: dict[str, tuple[float, ...]] = field(default_factory=dict)  # one key: the swept parameter
 
 
 @dataclass(frozen=True)
 class DefenseSpec:
     victims: tuple[str, ...]
-    attack: AttackSpec
+    attack: Entry
     sweeps: tuple[DefenseSweep, ...] = ()
-    seeds: tuple[int, ...] | None = None  # default: every seed of the experiment
+    seeds: tuple[int, ...] | None = None
+
+    def runs_on(self, seed: int) -> bool:
+        return self.seeds is None or seed in self.seeds
 
 
 @dataclass(frozen=True)
 class Experiment:
     name: str
-    dataset: str
-    model: str
     seeds: tuple[int, ...]
-    victims: tuple[VictimSpec, ...]
-    train: TrainSpec = TrainSpec()
-    attacks: tuple[AttackSpec, ...] = ()
+    victims: tuple[Entry, ...]
+    victim: dict = field(default_factory=dict)  # defaults of every victim
+    attack: dict = field(default_factory=dict)  # defaults of every attack
+    attacks: tuple[Entry, ...] = ()
     defenses: DefenseSpec | None = None
-    baseline: str = "qat"  # the victim every "vs" column of the report is paired with
-    plugins: tuple[str, ...] = ()  # modules imported first (here and in every worker): a user's registrations
+    baseline: str = "qat"
+    plugins: tuple[str, ...] = ()
+
+    def victim_configs(self, entry: Entry, seed: int) -> list[tuple[str, dict, VictimConfig]]:
+        """(name, the point's fields, its config) of each victim an entry makes."""
+        out = []
+        for point in entry.points():
+            # The experiment's defaults, then the entry's preset, then its own fields.
+            config = victim_config(**{**self.victim, **preset_fields(entry.preset), **point, "seed": seed})
+            out.append((entry.label(point), point, config))
+        return out
+
+    def attack_configs(self, entry: Entry, seed: int) -> list[AttackConfig]:
+        return [AttackConfig(**{**self.attack, **point, "seed": seed}) for point in entry.points()]
+
+    def victim_names(self) -> list[str]:
+        return [entry.label(point) for entry in self.victims for point in entry.points()]
 
 
 def convert(kind, value, where: str):
@@ -108,30 +135,18 @@ def convert(kind, value, where: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        return convert(next(a for a in args if a is not type(None)), value, where)
-    if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise DivqatError(f"{where}: expected a mapping, got {value!r}")
-        fields = {f.name: f for f in dataclasses.fields(kind)}
-        unknown = sorted(set(value) - set(fields))
-        if unknown:
-            raise DivqatError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(fields)})")
-        hints = typing.get_type_hints(kind)
-        kwargs = {k: convert(hints[k], v, f"{where}.{k}") for k, v in value.items()}
-        missing = [
-            n
-            for n, f in fields.items()
-            if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
-        if missing:
-            raise DivqatError(f"{where}.{missing[0]}: required field is missing")
-        return kind(**kwargs)
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return convert(option, value, where)
+            except DivqatError as e:
+                errors.append(e)
+        raise errors[0]
     if origin is tuple:
         items = value if isinstance(value, list) else [value]
         return tuple(convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(items))
     if origin is dict:
-        if not isinstance(value, dict):
-            raise DivqatError(f"{where}: expected a mapping, got {value!r}")
+        mapping(value, where)
         return {str(k): convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
@@ -139,69 +154,169 @@ def convert(kind, value, where: str):
         return value
     if kind in (str, bool) and isinstance(value, kind):
         return value
-    raise DivqatError(f"{where}: expected {kind.__name__}, got {value!r}")
+    raise DivqatError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def mapping(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise DivqatError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def is_sweep(hint, value) -> bool:
+    """A list where the field takes one value; for a field that takes a list (outliers), a list of lists."""
+    if not isinstance(value, list):
+        return False
+    takes_list = typing.get_origin(hint) is tuple
+    return not takes_list or (bool(value) and all(isinstance(v, list) for v in value))
+
+
+def parse_fields(cls, raw: dict, where: str, own: dict) -> tuple[dict, dict, dict]:
+    """(fixed fields, sweep axes, the spec's own keys) of one entry, each value typed."""
+    hints = typing.get_type_hints(cls)
+    fixed, sweep, keys = {}, {}, {}
+    for key, value in raw.items():
+        at = f"{where}.{key}"
+        if key in own:
+            keys[key] = convert(own[key], value, at)
+        elif key in OWN_FIELDS:
+            raise DivqatError(f"{at}: {OWN_FIELDS[key]}")
+        elif key in hints:
+            if is_sweep(hints[key], value):
+                if not value:
+                    raise DivqatError(f"{at}: an empty list sweeps nothing")
+                sweep[key] = tuple(convert(hints[key], v, f"{at}[{i}]") for i, v in enumerate(value))
+            else:
+                fixed[key] = convert(hints[key], value, at)
+        else:
+            hint = f" ({RENAMED[key]})" if key in RENAMED else ""
+            known = ", ".join([*own, *hints])
+            raise DivqatError(f"{at}: unknown field{hint} (known: {known})")
+    return fixed, sweep, keys
+
+
+VICTIM_KEYS = {"name": str, "preset": str, "seeds": tuple[int, ...]}
+ATTACK_KEYS = {"victims": tuple[str, ...], "seeds": tuple[int, ...]}
+
+
+def parse_entry(cls, raw, where: str, own: dict) -> Entry:
+    fixed, sweep, keys = parse_fields(cls, mapping(raw, where), where, own)
+    return Entry(fixed, sweep, **keys)
+
+
+def parse_defaults(cls, raw, where: str) -> dict:
+    fixed, sweep, _ = parse_fields(cls, mapping(raw, where), where, {})
+    if sweep:
+        raise DivqatError(f"{where}.{next(iter(sweep))}: defaults take one value (sweep on a victim or an attack)")
+    return fixed
+
+
+def parse_experiment(raw) -> Experiment:
+    raw = dict(mapping(raw, "config"))
+    known = ("name", "seeds", "baseline", "plugins", "victim", "victims", "attack", "attacks", "defenses")
+    for key in raw:
+        if key not in known:
+            hint = f" ({RENAMED[key]})" if key in RENAMED else ""
+            raise DivqatError(f"config.{key}: unknown field{hint} (known: {', '.join(known)})")
+    for key in ("name", "seeds", "victims"):
+        if key not in raw:
+            raise DivqatError(f"config.{key}: required field is missing")
+    victims = raw["victims"] if isinstance(raw["victims"], list) else [raw["victims"]]
+    attacks = raw.get("attacks") or []
+    defenses = None
+    if raw.get("defenses") is not None:
+        d = mapping(raw["defenses"], "defenses")
+        unknown = sorted(set(d) - {"victims", "attack", "sweeps", "seeds"})
+        if unknown:
+            raise DivqatError(f"defenses.{unknown[0]}: unknown field (known: victims, attack, sweeps, seeds)")
+        sweeps = d.get("sweeps") or []
+        defenses = DefenseSpec(
+            victims=convert(tuple[str, ...], d.get("victims", []), "defenses.victims"),
+            attack=parse_entry(AttackConfig, d.get("attack", {}), "defenses.attack", {}),
+            sweeps=tuple(parse_sweep(s, f"defenses.sweeps[{i}]") for i, s in enumerate(sweeps)),
+            seeds=convert(tuple[int, ...] | None, d.get("seeds"), "defenses.seeds"),
+        )
+    return Experiment(
+        name=convert(str, raw["name"], "config.name"),
+        seeds=convert(tuple[int, ...], raw["seeds"], "config.seeds"),
+        baseline=convert(str, raw.get("baseline", "qat"), "config.baseline"),
+        plugins=convert(tuple[str, ...], raw.get("plugins", []), "config.plugins"),
+        victim=parse_defaults(VictimConfig, raw.get("victim", {}), "victim"),
+        attack=parse_defaults(AttackConfig, raw.get("attack", {}), "attack"),
+        victims=tuple(parse_entry(VictimConfig, v, f"victims[{i}]", VICTIM_KEYS) for i, v in enumerate(victims)),
+        attacks=tuple(parse_entry(AttackConfig, a, f"attacks[{i}]", ATTACK_KEYS) for i, a in enumerate(attacks)),
+        defenses=defenses,
+    )
+
+
+def parse_sweep(raw, where: str) -> DefenseSweep:
+    raw = mapping(raw, where)
+    unknown = sorted(set(raw) - {"name", "params", "values"})
+    if unknown:
+        raise DivqatError(f"{where}.{unknown[0]}: unknown field (known: name, params, values)")
+    if "name" not in raw:
+        raise DivqatError(f"{where}.name: required field is missing")
+    return DefenseSweep(
+        name=convert(str, raw["name"], f"{where}.name"),
+        params=convert(dict[str, float | str], raw.get("params", {}), f"{where}.params"),
+        values=convert(dict[str, tuple[float, ...]], raw.get("values", {}), f"{where}.values"),
+    )
+
+
+def located(where: str, make):
+    """`make()`, its config errors named by where in the YAML they come from."""
+    try:
+        return make()
+    except ConfigError as e:
+        raise DivqatError(f"{where}.{e.field}: {e.message}") from None
 
 
 def check(experiment: Experiment) -> None:
-    """Values that parse but make no sense, named by field, before any work starts."""
-    from divqat.attacks import ATTACKS
-    from divqat.attacks.base import CONFIDENCE_MODES, LABEL_MODES, POOLS
-    from divqat.data import DATASETS
-    from divqat.data.outliers import OUTLIERS
-    from divqat.defenses import DEFENSES
-    from divqat.models import MODELS
-    from divqat.train.outlier_losses import OUTLIER_LOSSES
-    from divqat.train.victim import METHODS
+    """Every config the grid will make is made (and so validated) now, before any work starts;
+    then what only the experiment knows: seeds, names, references between entries."""
+    from divqat.defenses import DEFENSES, create_defense
 
     def need(ok: bool, where: str, message: str):
         if not ok:
             raise DivqatError(f"{where}: {message}")
 
-    need(experiment.dataset in DATASETS, "dataset", f"unknown dataset {experiment.dataset!r}")
-    need(experiment.model in MODELS, "model", f"unknown model {experiment.model!r}")
     need(bool(experiment.seeds), "seeds", "at least one seed is needed")
     need(bool(experiment.victims), "victims", "at least one victim is needed")
+    seed = experiment.seeds[0]
+    located("victim", lambda: victim_config(**experiment.victim, seed=seed))
+    located("attack", lambda: AttackConfig(**experiment.attack, seed=seed))
+    for i, entry in enumerate(experiment.victims):
+        need(bool(entry.name), f"victims[{i}].name", "required field is missing")
+        located(f"victims[{i}]", lambda e=entry: experiment.victim_configs(e, seed))
+    entries = [(f"attacks[{i}]", a) for i, a in enumerate(experiment.attacks)]
+    if experiment.defenses:
+        entries.append(("defenses.attack", experiment.defenses.attack))
+    for where, entry in entries:
+        located(where, lambda e=entry: experiment.attack_configs(e, seed))
     for where, spec in [*((f"victims[{i}]", v) for i, v in enumerate(experiment.victims)),
-                        *((f"attacks[{i}]", a) for i, a in enumerate(experiment.attacks)),
-                        *((("defenses", experiment.defenses),) if experiment.defenses else ())]:  # fmt: skip
+                        *entries, *((("defenses", experiment.defenses),) if experiment.defenses else ())]:  # fmt: skip
         extra = sorted(set(spec.seeds or ()) - set(experiment.seeds))
         need(not extra, f"{where}.seeds", f"seeds {extra} are not among the experiment's seeds")
-    names = [v.name for v in experiment.victims]
-    need(len(set(names)) == len(names), "victims", "victim names must be unique")
-    for i, v in enumerate(experiment.victims):
-        need(v.method in METHODS, f"victims[{i}].method", f"unknown method {v.method!r}")
-        need(all(a >= 0 for a in v.alphas), f"victims[{i}].alphas", "alpha must be >= 0")
-        need(all(b >= 0 for b in v.betas), f"victims[{i}].betas", "beta must be >= 0")
-        need(v.outlier_loss in OUTLIER_LOSSES, f"victims[{i}].outlier_loss", f"unknown outlier loss {v.outlier_loss!r}")
-        for j, source in enumerate(v.outliers):
-            need(source in OUTLIERS, f"victims[{i}].outliers[{j}]", f"unknown outlier source {source!r}")
-    specs = list(enumerate(experiment.attacks))
-    if experiment.defenses:
-        specs.append(("defenses.attack", experiment.defenses.attack))
-    for i, a in specs:
-        where = f"attacks[{i}]" if isinstance(i, int) else i
-        need(a.attack in ATTACKS, f"{where}.attack", f"unknown attack {a.attack!r}")
-        need(a.pool in POOLS, f"{where}.pool", f"unknown pool {a.pool!r}")
-        need(all(b > 0 for b in a.budgets), f"{where}.budgets", "budgets must be positive")
-        need(all(lab in LABEL_MODES for lab in a.labels), f"{where}.labels", "labels must be soft or hard")
-        need(a.surrogate is None or a.surrogate in MODELS, f"{where}.surrogate", f"unknown model {a.surrogate!r}")
-        need(0 <= a.confidence_tau < 1, f"{where}.confidence_tau", "confidence_tau must be in [0, 1)")
-        need(a.confidence_mode in CONFIDENCE_MODES, f"{where}.confidence_mode", "confidence_mode: drop or weight")
-        need(a.smoothing >= 1 and a.in_seeds >= 0, f"{where}", "smoothing must be >= 1 and in_seeds >= 0")
-    from divqat.experiments.grid import victim_names
-
-    known = victim_names(experiment)
+    known = experiment.victim_names()
+    need(len(set(known)) == len(known), "victims", f"victim names must be unique (got {', '.join(known)})")
+    listing = ", ".join(known)
     for i, a in enumerate(experiment.attacks):
         for j, name in enumerate(a.victims or ()):
-            need(name in known, f"attacks[{i}].victims[{j}]", f"unknown victim {name!r} (known: {', '.join(known)})")
-    listing = ", ".join(known)
+            need(name in known, f"attacks[{i}].victims[{j}]", f"unknown victim {name!r} (known: {listing})")
     need(experiment.baseline in known, "baseline", f"unknown victim {experiment.baseline!r} (known: {listing})")
     if experiment.defenses:
         for i, name in enumerate(experiment.defenses.victims):
-            need(name in known, f"defenses.victims[{i}]", f"unknown victim {name!r} (known: {', '.join(known)})")
+            need(name in known, f"defenses.victims[{i}]", f"unknown victim {name!r} (known: {listing})")
         for i, s in enumerate(experiment.defenses.sweeps):
-            need(s.name in DEFENSES, f"defenses.sweeps[{i}].name", f"unknown defense {s.name!r}")
-            need(len(s.values) == 1, f"defenses.sweeps[{i}].values", "give exactly one parameter to sweep")
+            where = f"defenses.sweeps[{i}]"
+            need(s.name in DEFENSES, f"{where}.name", f"unknown defense {s.name!r}")
+            need(len(s.values) == 1, f"{where}.values", "give exactly one parameter to sweep")
+            for param, values in s.values.items():
+                for value in values:
+                    try:
+                        create_defense(s.name, {**s.params, param: value})
+                    except DivqatError as e:
+                        raise DivqatError(f"{where}: {e}") from None
 
 
 def load_experiment(path: Path) -> Experiment:
@@ -211,9 +326,14 @@ def load_experiment(path: Path) -> Experiment:
         raise DivqatError(f"{path}: no such config file") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise DivqatError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    experiment = convert(Experiment, raw, "config")
+    experiment = parse_experiment(raw)
     from divqat.plugins import load_plugins
 
     load_plugins(experiment.plugins)  # before the check: the config may name what they register
     check(experiment)
     return experiment
+
+
+def as_dict(experiment: Experiment) -> dict:
+    """The experiment as plain data (experiment.json)."""
+    return dataclasses.asdict(experiment)

@@ -6,8 +6,7 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 
-from divqat.experiments import runner
-from divqat.experiments.grid import LEVELS
+from divqat.experiments.jobs import LEVELS, Batch
 from divqat.plugins import init_worker
 
 
@@ -16,7 +15,8 @@ def session():
     yield run_jobs
 
 
-def run_jobs(batch: runner.Batch, tracker: runner.Tracker) -> None:
+def run_jobs(batch: Batch, tracker) -> None:
+    """`tracker`: the runner's Tracker (blocked, skip, set_running, finished)."""
     threads = max(1, (os.cpu_count() or 1) // batch.jobs)
     for level in LEVELS:
         of_level = [j for j in batch.todo if j.level == level]
@@ -28,7 +28,7 @@ def run_jobs(batch: runner.Batch, tracker: runner.Tracker) -> None:
             for job in ready:
                 tracker.set_running([job.key])
                 try:
-                    runner.execute(job, batch.out, batch.data_root, threads)  # looked up now: tests replace it
+                    batch.execute(job, batch.out, batch.data_root, threads)
                 except Exception as e:  # noqa: BLE001  (reported by the runner, with the job)
                     tracker.finished(job, e)
                 else:
@@ -37,7 +37,7 @@ def run_jobs(batch: runner.Batch, tracker: runner.Tracker) -> None:
         context = multiprocessing.get_context("spawn")  # fork would copy this process's threads and torch state
         workers = dict(mp_context=context, initializer=init_worker, initargs=(batch.plugins,))
         with ProcessPoolExecutor(batch.jobs, **workers) as pool:
-            pending = {pool.submit(runner.execute, job, batch.out, batch.data_root, threads): job for job in ready}
+            pending = {pool.submit(batch.execute, job, batch.out, batch.data_root, threads): job for job in ready}
             while pending:
                 # The pool takes jobs in submission order: the first --jobs pending ones are running.
                 tracker.set_running([j.key for j in list(pending.values())[: batch.jobs]])

@@ -15,8 +15,7 @@ import ray
 
 from divqat.artifacts import is_marked
 from divqat.errors import DivqatError
-from divqat.experiments import runner
-from divqat.experiments.grid import Job
+from divqat.experiments.jobs import Batch, Execute, Job, is_done
 from divqat.plugins import init_worker
 
 # FP models and thieves' surrogates train on CUDA when a task is given a GPU; quantized victims
@@ -39,7 +38,9 @@ class Started:
 
 
 @ray.remote
-def run_job(job: Job, out: str, data_root: str | None, threads: int, plugins: tuple[str, ...], started, *needs):
+def run_job(
+    job: Job, execute: Execute, out: str, data_root: str | None, threads: int, plugins: tuple[str, ...], started, *needs
+):
     """One job on a worker. `needs` (the results of the tasks it depends on) only make Ray wait."""
     init_worker(plugins)  # the user's registrations and warning filters, once per worker process
     out = Path(out)
@@ -48,10 +49,10 @@ def run_job(job: Job, out: str, data_root: str | None, threads: int, plugins: tu
             f"{out} is not visible on {socket.gethostname()}: with Ray on several machines, --out must be "
             "on a file system they share, at the same path"
         )
-    if runner.is_done(out, job):  # a retried task whose first attempt finished
+    if is_done(out, job):  # a retried task whose first attempt finished
         return 0.0
     started.add.remote(job.key)
-    return runner.execute(job, out, Path(data_root) if data_root else None, threads)
+    return execute(job, out, Path(data_root) if data_root else None, threads)
 
 
 def connect(address: str | None) -> bool:
@@ -101,7 +102,7 @@ def session(address: str | None):
             ray.shutdown()
 
 
-def run_jobs(batch: runner.Batch, tracker: runner.Tracker) -> None:
+def run_jobs(batch: Batch, tracker) -> None:
     started = Started.remote()
     try:
         wait_for(submit(batch, started), batch, tracker, started)
@@ -109,7 +110,7 @@ def run_jobs(batch: runner.Batch, tracker: runner.Tracker) -> None:
         ray.kill(started)
 
 
-def submit(batch: runner.Batch, started) -> dict:
+def submit(batch: Batch, started) -> dict:
     """A task per job, dependencies first (batch.todo is in that order); returns {ref: job}."""
     threads = cpus_per_job(batch.jobs)
     gpus = ray.cluster_resources().get("GPU", 0) > 0
@@ -119,11 +120,11 @@ def submit(batch: runner.Batch, started) -> dict:
     for job in batch.todo:
         needs = [refs[key] for key in job.needs if key in refs]  # the others finished in an earlier run
         task = run_job.options(**resources(job, threads, gpus), name=job.directory)
-        refs[job.key] = task.remote(job, out, data_root, threads, batch.plugins, started, *needs)
+        refs[job.key] = task.remote(job, batch.execute, out, data_root, threads, batch.plugins, started, *needs)
     return {ref: job for job, ref in zip(batch.todo, refs.values(), strict=True)}
 
 
-def wait_for(pending: dict, batch: runner.Batch, tracker: runner.Tracker, started) -> None:
+def wait_for(pending: dict, batch: Batch, tracker, started) -> None:
     """Collect results as they come, dependencies before the jobs that need them; on an interrupt
     (Ctrl-C), cancel what is left and wait until it has stopped, so a rerun never races it."""
     order = list(pending)
@@ -140,7 +141,7 @@ def wait_for(pending: dict, batch: runner.Batch, tracker: runner.Tracker, starte
         raise
 
 
-def finish(ref, job: Job, batch: runner.Batch, tracker: runner.Tracker) -> None:
+def finish(ref, job: Job, batch: Batch, tracker) -> None:
     try:
         ray.get(ref)
     except Exception as e:  # noqa: BLE001  (reported by the runner, with the job)
@@ -149,7 +150,7 @@ def finish(ref, job: Job, batch: runner.Batch, tracker: runner.Tracker) -> None:
         else:
             tracker.finished(job, e)
         return
-    if runner.is_done(batch.out, job):
+    if is_done(batch.out, job):
         tracker.finished(job)
     else:  # the worker wrote to a directory of the same name on its own disk
         tracker.finished(job, DivqatError(f"{job.directory} finished on a node that does not share --out"))

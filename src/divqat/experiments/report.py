@@ -1,12 +1,21 @@
-"""`divqat report`: tables (mean +- std over seeds) and plots from a results directory.
+"""`divqat report`: one tidy table of every job, then tables (mean +- std over seeds) and plots.
 
-Writes report.md and report.html beside the PNG plots: victim and surrogate error against
-alpha or beta; defender against attacker accuracy per defense; defense latency. Every "vs"
-column is paired by seed with the config's `baseline` victim (QAT by default).
+Writes results.csv (one row per finished job: every config field and every metric a column;
+`pandas.read_csv` reads it), report.md and report.html beside the PNG plots.
+
+Comparisons compare like with like:
+- a thief is its whole attack config but the seed: thieves that differ in any setting (epochs,
+  learning rate, augmentation, ...) are different thieves, never averaged as if they were seeds;
+- every "vs" cell is paired with the config's `baseline` victim over the same seeds, and a
+  best-of-thieves cell takes the best over the thieves run against *both* victims on those seeds;
+- a single seed shows as "(n=1)", never as "+- 0.00".
+Timings measured while the grid runs (several jobs at once) are kept in results.csv but not
+reported: the benchmarks measure them on an idle machine (docs/benchmarks.md).
 """
 
+import csv
+import dataclasses
 import html
-import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -17,9 +26,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from divqat.artifacts import METRICS, read_json  # noqa: E402
+from divqat.configs import AttackConfig, DivQATConfig, VictimConfig, thief_fields  # noqa: E402
 from divqat.errors import DivqatError  # noqa: E402
-from divqat.experiments.runner import INDEX, RESULT  # noqa: E402
+from divqat.experiments.jobs import INDEX  # noqa: E402
+from divqat.files import read_json  # noqa: E402
+
+LABELS = ("level", "job", "seed", "victim", "form", "kind", "variant", "defense", "defense_param", "defense_value")
+THIEF = tuple(f"attack.{name}" for name in thief_fields())
+OBJECTIVE = {f"victim.{f.name}" for f in dataclasses.fields(DivQATConfig)}
 
 
 @dataclass
@@ -27,35 +41,86 @@ class Table:
     title: str
     headers: list[str]
     rows: list[list[str]]
+    note: str = ""
 
     def markdown(self) -> str:
         lines = [f"### {self.title}", "", "| " + " | ".join(self.headers) + " |", "|" + " --- |" * len(self.headers)]
         lines += ["| " + " | ".join(r) + " |" for r in self.rows]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + ("\n\n" + self.note if self.note else "") + "\n"
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
-        return f"<h3>{html.escape(self.title)}</h3><table><tr>{head}</tr>{body}</table>"
+        note = f"<p>{html.escape(self.note)}</p>" if self.note else ""
+        return f"<h3>{html.escape(self.title)}</h3><table><tr>{head}</tr>{body}</table>{note}"
 
 
 def pm(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """mean +- std over seeds; one value shows as (n=1), never with a spread of zero."""
     if not values:
         return "-"
-    s = statistics.stdev(values) * scale if len(values) > 1 else 0.0
-    return f"{statistics.mean(values) * scale:.{digits}f} +- {s:.{digits}f}"
+    mean = statistics.mean(values) * scale
+    if len(values) == 1:
+        return f"{mean:.{digits}f} (n=1)"
+    return f"{mean:.{digits}f} +- {statistics.stdev(values) * scale:.{digits}f}"
 
 
-def collect(out: Path) -> list[dict]:
-    """Every finished job: its labels merged with its measurements."""
+# ---------------------------------------------------------------------------- the tidy table
+
+
+def tidy_rows(out: Path) -> list[dict]:
+    """Every finished job as one flat row: its labels, its whole config (`victim.FIELD`,
+    `attack.FIELD`, `defense.PARAM`; an attack row also carries its victim's config) and its
+    measurements. The DivQAT objective's fields are blank for victims that do not use it."""
     if not (out / INDEX).is_file():
         raise DivqatError(f"{out} is not a results directory (no {INDEX}); run `divqat run CONFIG --out {out}` first")
+    index = read_json(out / INDEX)
+    if not isinstance(index, list) or any("spec" not in e for e in index):
+        raise DivqatError(f"{out / INDEX} was written by an earlier divqat; rerun `divqat run` to rewrite it")
+    victim_specs = {e["directory"]: e["spec"] for e in index if e["level"] != "attack"}
     rows = []
-    for entry in json.loads((out / INDEX).read_text()):
-        path = out / "jobs" / entry["directory"] / (RESULT if entry["level"] == "attack" else METRICS)
-        if path.is_file():
-            rows.append({**read_json(path), **entry["labels"], "level": entry["level"]})
+    for entry in index:
+        level = entry["level"]
+        path = out / "jobs" / entry["directory"] / ("result.json" if level == "attack" else "metrics.json")
+        if not path.is_file():
+            continue
+        row = {"level": level, "job": entry["directory"], **entry["labels"]}
+        row.pop("sweep", None)
+        if level == "attack":
+            victim = victim_specs.get((entry.get("needs") or [None])[0], {})
+            row |= victim_columns(victim)
+            row |= {f"attack.{k}": v for k, v in entry["spec"]["attack"].items()}
+            defense = entry["spec"]["defense"] or {}
+            row |= {f"defense.{k}": v for k, v in (defense.get("params") or {}).items()}
+            own = {f.name for f in dataclasses.fields(AttackConfig)} | {"defenses"}
+        else:
+            row |= victim_columns(entry["spec"])
+            own = {f.name for f in dataclasses.fields(VictimConfig)}
+        row |= {k: v for k, v in read_json(path).items() if k not in own and not isinstance(v, list | dict)}
+        rows.append(row)
     return rows
+
+
+def victim_columns(spec: dict) -> dict:
+    row = {f"victim.{k}": (list(v) if isinstance(v, tuple) else v) for k, v in spec.items()}
+    if spec.get("method") != "divqat":
+        row |= dict.fromkeys(OBJECTIVE & row.keys())
+    if isinstance(row.get("victim.outliers"), list):
+        row["victim.outliers"] = ",".join(row["victim.outliers"])
+    return row
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    columns = list(LABELS)
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# ---------------------------------------------------------------------------- grouping helpers
 
 
 def group(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
@@ -65,22 +130,194 @@ def group(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     return groups
 
 
-# What makes two thieves the same thief (besides the victim, the seed and the defense).
-THIEF = ("attack", "pool", "budget", "labels", "surrogate", "variant")
-SETTING = THIEF  # the attack setting a defense sweep is compared on
+def thief(r: dict) -> tuple:
+    return tuple(r.get(k) for k in THIEF)
 
 
-def describe_thief(key: tuple) -> str:
-    return " ".join(str(v) for v in key if v not in (None, "plain"))
+class Describer:
+    """A thief in a few words: its attack and pool, and the settings that differ between the
+    thieves of this report (so that two different thieves never read the same)."""
+
+    ALWAYS = ("attack.attack", "attack.pool")
+    BARE = ("attack.attack", "attack.pool", "attack.labels", "attack.surrogate")
+
+    def __init__(self, rows: list[dict], skip: tuple[str, ...] = ()):
+        self.shown = [k for k in THIEF if k not in skip and (k in self.ALWAYS or len({r.get(k) for r in rows}) > 1)]
+
+    def __call__(self, key: tuple) -> str:
+        values = dict(zip(THIEF, key, strict=True))
+        words = [str(values[k]) if k in self.BARE else f"{k.removeprefix('attack.')}={values[k]}" for k in self.shown]
+        return " ".join(words)
+
+
+def make_order(baseline: str):
+    return lambda name: (name != "fp", name != baseline, name)
+
+
+def accuracy_of(r: dict) -> float:
+    return r["int8_accuracy"] if r.get("int8_accuracy") is not None else r["deployed_accuracy"]
+
+
+def undefended(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["level"] == "attack" and r["defense"] == "none"]
+
+
+def best_per_seed(rows: list[dict], thieves: set | None = None, seeds: set | None = None) -> dict[int, float]:
+    best: dict[int, float] = {}
+    for r in rows:
+        if (thieves is None or thief(r) in thieves) and (seeds is None or r["seed"] in seeds):
+            best[r["seed"]] = max(best.get(r["seed"], 0.0), r["surrogate_accuracy"])
+    return best
+
+
+def paired(own: list[dict], base: list[dict]) -> tuple[dict[int, float], dict[int, float], int]:
+    """Best per seed of each victim over the (thief, seed) pairs run against both: the thieves
+    are the same ones, on the same seeds. Returns both, and how many thieves that is."""
+    both = {(thief(r), r["seed"]) for r in own} & {(thief(r), r["seed"]) for r in base}
+    keep = [r for r in own if (thief(r), r["seed"]) in both], [r for r in base if (thief(r), r["seed"]) in both]
+    return best_per_seed(keep[0]), best_per_seed(keep[1]), len({t for t, _ in both})
+
+
+def versus(best: dict[int, float], base: dict[int, float]) -> str:
+    seeds = sorted(best.keys() & base.keys())
+    if not seeds:
+        return "-"
+    return f"{pm([best[s] for s in seeds])} ({pm([best[s] - base[s] for s in seeds])} pp)"
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def victims_table(rows: list[dict], baseline: str) -> Table:
+    victims = [r for r in rows if r["level"] in ("fp", "victim")]
+    base = {r["seed"]: r for r in victims if r["victim"] == baseline}
+    out = []
+    for (name,), got in sorted(group(victims, "victim").items(), key=lambda kv: make_order(baseline)(kv[0][0])):
+        acc = [accuracy_of(r) for r in got]
+        common = [r for r in got if r["seed"] in base]
+        delta = [accuracy_of(r) - accuracy_of(base[r["seed"]]) for r in common]
+        kl = [r["kl_fp_int8"] for r in got if r.get("kl_fp_int8") is not None]
+        ratio = [r["kl_fp_int8"] / base[r["seed"]]["kl_fp_int8"] for r in common
+                 if r.get("kl_fp_int8") and base[r["seed"]].get("kl_fp_int8")]  # fmt: skip
+        out.append([name, str(len(got)), pm(acc, 100, 2), pm(delta, 100, 2) if name != baseline else "0",
+                    pm(kl, 1, 4), f"{statistics.mean(ratio):.1f}x" if ratio else "-"])  # fmt: skip
+    headers = ["victim", "seeds", "int8 accuracy %", f"vs {baseline} (pp, same seeds)", "KL(f_fp || f_int8)",
+               f"KL / {baseline}"]  # fmt: skip
+    return Table("Victims", headers, out)
+
+
+def pool_of(r: dict) -> str:
+    seeds = r.get("attack.in_seeds")
+    return r["attack.pool"] + (f" + {seeds} in-distribution" if seeds else "")
+
+
+def is_inside(pool: str) -> bool:
+    """Thieves holding in-distribution images: the limit no answer-preserving defense moves."""
+    return pool in ("in", "mixed") or "in-distribution" in pool
+
+
+def strongest_table(rows: list[dict], baseline: str) -> Table:
+    """The defender's worst case, per pool: for each seed, the best of every thief (attack,
+    surrogate, labels, adaptive variant...) - for a victim beside the baseline, the best over the
+    thieves run against both, on the same seeds."""
+    attacks = undefended(rows)
+    victims = sorted({r["victim"] for r in attacks}, key=make_order(baseline))
+    out = []
+    for pool in sorted({pool_of(r) for r in attacks}, key=lambda p: (is_inside(p), p)):
+        by = group([r for r in attacks if pool_of(r) == pool], "victim")
+        base = by.get((baseline,), [])
+        cells = []
+        for v in victims:
+            own = by.get((v,), [])
+            if v == baseline:
+                cells.append(f"{pm(list(best_per_seed(own).values()))} [{len({thief(r) for r in own})}]")
+                continue
+            mine, theirs, count = paired(own, base)
+            cells.append(f"{versus(mine, theirs)} [{count}]" if count else "-")
+        out.append([pool + (" (limit)" if is_inside(pool) else ""), *cells])
+    note = (
+        "[k]: the number of thieves the best is taken over (for a victim beside the baseline: the thieves run "
+        "against both). A maximum over noisy thieves is biased upward, the more so the more thieves it takes; "
+        "deltas take the same maximum on both sides. Pools marked (limit) hold in-distribution images: no "
+        "defense that keeps in-distribution answers exact stops those thieves."
+    )
+    return Table(f"Strongest thief per pool (best of the thieves, per seed): accuracy % (vs {baseline})",
+                 ["pool", *victims], out, note)  # fmt: skip
+
+
+def effective_table(rows: list[dict], baseline: str) -> Table:
+    """A thief who notices poisoned probabilities can fall back to top-1 labels: per seed, the
+    better of the soft- and the hard-label thief is the protection a victim really gets."""
+    attacks = undefended(rows)
+    victims = sorted({r["victim"] for r in attacks}, key=make_order(baseline))
+    keys = tuple(k for k in THIEF if k != "attack.labels")
+    describe = Describer(attacks, skip=("attack.labels",))
+    by = group(attacks, "victim", *keys)
+    out = []
+    for setting in sorted({tuple(r.get(k) for k in keys) for r in attacks}, key=str):
+
+        def effective(v, setting=setting):
+            got = by.get((v, *setting), [])
+            seeds = {s for s in {r["seed"] for r in got}
+                     if {r["attack.labels"] for r in got if r["seed"] == s} >= {"soft", "hard"}}  # fmt: skip
+            return best_per_seed([r for r in got if r["seed"] in seeds])
+
+        base = effective(baseline)
+        if not any(effective(v) for v in victims):  # settings run with one label mode only have no row here
+            continue
+        cells = [pm(list(base.values())) if v == baseline else versus(effective(v), base) for v in victims]
+        out.append([describe_setting(describe, setting), *cells])
+    return Table(f"Effective thief (better of soft and top-1 labels, per seed): accuracy % (vs {baseline})",
+                 ["thief", *victims], out)  # fmt: skip
+
+
+def describe_setting(describe: Describer, setting: tuple) -> str:
+    """A thief without its label mode, through the describer of the full thief key."""
+    labels_at = THIEF.index("attack.labels")
+    return describe((*setting[:labels_at], None, *setting[labels_at:]))
+
+
+def attacks_table(rows: list[dict], baseline: str) -> Table:
+    attacks = undefended(rows)
+    victims = sorted({r["victim"] for r in attacks}, key=make_order(baseline))
+    describe = Describer(attacks)
+    by = group(attacks, "victim", *THIEF)
+    out = []
+    for key in sorted({thief(r) for r in attacks}, key=str):
+        cells = []
+        for v in victims:
+            got = by.get((v, *key), [])
+            cells.append(f"{pm([r['surrogate_accuracy'] for r in got])} / {pm([r['fidelity'] for r in got])}")
+        out.append([describe(key), *cells])
+    return Table("Every thief: surrogate accuracy % / fidelity %", ["thief", *victims], out)
 
 
 def defense_rows(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Defended attacks, and the undefended runs of exactly the attack settings they used."""
+    """Defended attacks, and the undefended runs of the same thieves on the same victims and seeds."""
     defended = [r for r in rows if r["level"] == "attack" and r.get("kind") == "defense"]
-    settings = {tuple(r.get(k) for k in SETTING) for r in defended}
-    plain = [r for r in rows if r["level"] == "attack" and r["defense"] == "none"
-             and tuple(r.get(k) for k in SETTING) in settings]  # fmt: skip
+    wanted = {(r["victim"], r["seed"], thief(r)) for r in defended}
+    plain = [r for r in undefended(rows) if (r["victim"], r["seed"], thief(r)) in wanted]
     return defended, plain
+
+
+def defense_table(rows: list[dict]) -> Table:
+    defended, plain = defense_rows(rows)
+    describe = Describer(defended + plain)
+    none = group(plain, "victim", *THIEF)
+    out = []
+    groups = group(defended, "victim", "defense", "defense_param", "defense_value", *THIEF)
+    for (victim, name, param, value, *key), got in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        seeds = {r["seed"] for r in got}
+        base = [r for r in none.get((victim, *key), []) if r["seed"] in seeds]
+        out.append([victim, f"{name} {param}={value:g}", describe(tuple(key)),
+                    pm([r["defended_accuracy"] for r in got]), pm([r["surrogate_accuracy"] for r in got]),
+                    pm([r["surrogate_accuracy"] for r in base]),
+                    f"{statistics.mean(r['defense_l1'] for r in got):.3f}"])  # fmt: skip
+    headers = ["victim", "defense", "thief", "defender acc %", "thief acc %", "thief acc, no defense %", "mean L1"]
+    return Table("Post-hoc defenses (each thief its own row; answer times: docs/benchmarks.md)", headers, out)
+
+
+# ---------------------------------------------------------------------------- plots
 
 
 def save(fig, path: Path) -> bool:
@@ -90,185 +327,126 @@ def save(fig, path: Path) -> bool:
     return True
 
 
-def make_order(baseline: str):
-    return lambda name: (name != "fp", name != baseline, name)
+def strongest(rows: list[dict], victim: str, pools) -> list[float]:
+    """The best thief per seed over the given pools, against one victim."""
+    return list(best_per_seed([r for r in undefended(rows) if r["victim"] == victim and pool_of(r) in pools]).values())
 
 
-def accuracy_of(r: dict) -> float:
-    return r["int8_accuracy"] if r["int8_accuracy"] is not None else r["deployed_accuracy"]
+def spread(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def victims_table(rows: list[dict], baseline: str) -> Table:
-    victims = [r for r in rows if r["level"] in ("fp", "victim")]
-    base = {r["seed"]: r for r in victims if r["victim"] == baseline}
-    out = []
-    for (name,), got in sorted(group(victims, "victim").items(), key=lambda kv: make_order(baseline)(kv[0][0])):
-        acc = [accuracy_of(r) for r in got]
-        delta = [a - accuracy_of(base[r["seed"]]) for a, r in zip(acc, got, strict=True) if r["seed"] in base]
-        kl = [r["kl_fp_int8"] for r in got if r["kl_fp_int8"] is not None]
-        ratio = [r["kl_fp_int8"] / base[r["seed"]]["kl_fp_int8"] for r in got
-                 if r["kl_fp_int8"] and r["seed"] in base and base[r["seed"]]["kl_fp_int8"]]  # fmt: skip
-        out.append([name, str(len(got)), pm(acc, 100, 2), pm(delta, 100, 2), pm(kl, 1, 4),
-                    f"{statistics.mean(ratio):.1f}x" if ratio else "-"])  # fmt: skip
-    headers = ["victim", "seeds", "int8 accuracy %", f"vs {baseline} (pp)", "KL(f_fp || f_int8)", f"KL / {baseline}"]
-    return Table("Victims", headers, out)
-
-
-def undefended(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["level"] == "attack" and r["defense"] == "none"]
-
-
-def attacks_table(rows: list[dict], baseline: str) -> Table:
+def plot_thieves(rows: list[dict], path: Path, baseline: str) -> bool:
+    """The strongest thief per pool and victim (bars: mean over seeds, whiskers: std), the
+    in-distribution pools hatched as the limit, each victim's own accuracy a dotted line."""
     attacks = undefended(rows)
-    victims = sorted({r["victim"] for r in attacks}, key=make_order(baseline))
-    settings = sorted({tuple(r.get(k) for k in THIEF) for r in attacks}, key=str)
-    by = group(attacks, "victim", *THIEF)
-    out = []
-    for s in settings:
-        cells = []
-        for v in victims:
-            got = by.get((v, *s), [])
-            cells.append(f"{pm([r['surrogate_accuracy'] for r in got])} / {pm([r['fidelity'] for r in got])}")
-        out.append([describe_thief(s), *cells])
-    return Table("Thieves: surrogate accuracy % / fidelity %", ["thief", *victims], out)
-
-
-def best_per_seed(rows: list[dict]) -> dict[int, float]:
-    best: dict[int, float] = {}
-    for r in rows:
-        best[r["seed"]] = max(best.get(r["seed"], 0.0), r["surrogate_accuracy"])
-    return best
-
-
-def versus(best: dict[int, float], base: dict[int, float]) -> str:
-    delta = [best[k] - base[k] for k in best if k in base]
-    return f"{pm(list(best.values()))} ({pm(delta)} pp)" if best else "-"
-
-
-def effective_table(rows: list[dict], baseline: str) -> Table:
-    """A thief who notices poisoned probabilities can fall back to top-1 labels: per seed, the
-    better of the soft- and the hard-label thief is the protection a victim really gets."""
-    attacks = undefended(rows)
-    victims = sorted({r["victim"] for r in attacks}, key=make_order(baseline))
-    keys = [k for k in THIEF if k != "labels"]
-    by = group(attacks, "victim", *keys)
-    out = []
-    for s in sorted({tuple(r.get(k) for k in keys) for r in attacks}, key=str):
-        both = {v: [r for r in by.get((v, *s), [])] for v in victims}
-        complete = {v: [r for r in got if {x["labels"] for x in got if x["seed"] == r["seed"]} >= {"soft", "hard"}]
-                    for v, got in both.items()}  # fmt: skip
-        if not any(complete.values()):  # settings run with one label mode only have no row here
-            continue
-        base = best_per_seed(complete.get(baseline, []))
-        out.append([describe_thief(s), *(versus(best_per_seed(complete[v]), base) for v in victims)])
-    return Table(f"Effective thief (better of soft and top-1 labels, per seed): accuracy % (vs {baseline})",
-                 ["thief", *victims], out)  # fmt: skip
-
-
-def strongest_table(rows: list[dict], baseline: str) -> Table:
-    """The defender's worst case: per pool and seed, the best of every thief run on that pool
-    (any attack, surrogate, label mode or adaptive variant), against each victim. Thieves that
-    hold in-distribution images (pools `in`, `mixed`, in-distribution seeds) are their own rows:
-    no answer-preserving defense can stop them."""
-    attacks = undefended(rows)
-    victims = sorted({r["victim"] for r in attacks}, key=make_order(baseline))
-
-    def pool_of(r):
-        return r["pool"] + (" + in-distribution seeds" if r.get("in_seeds") else "")
-
-    out = []
-    for pool in sorted({pool_of(r) for r in attacks}):
-        chosen = [r for r in attacks if pool_of(r) == pool]
-        by = group(chosen, "victim")
-        base = best_per_seed(by.get((baseline,), []))
-        thieves = len({tuple(r.get(k) for k in THIEF) for r in chosen})
-        out.append([pool, str(thieves), *(versus(best_per_seed(by.get((v,), [])), base) for v in victims)])
-    return Table(f"Strongest thief per pool (best of all thieves, per seed): accuracy % (vs {baseline})",
-                 ["pool", "thieves", *victims], out)  # fmt: skip
-
-
-def defense_table(rows: list[dict]) -> Table:
-    defended, plain_rows = defense_rows(rows)
-    plain = {(r["victim"], r["seed"], *(r.get(k) for k in SETTING)): r for r in plain_rows}
-
-    def baseline_of(r):
-        return plain.get((r["victim"], r["seed"], *(r.get(k) for k in SETTING)))
-
-    out = []
-    # One row per thief too: a soft-label and a top-1 thief behind the same defense are two results.
-    groups = group(defended, "victim", "defense", "defense_value", *SETTING)
-    for (victim, name, value, *setting), got in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        pairs = [(r, baseline_of(r)) for r in got if baseline_of(r) is not None]
-        slow = [r["answer_seconds_per_query"] / b["answer_seconds_per_query"] for r, b in pairs]
-        out.append([victim, f"{name} {got[0]['defense_param']}={value:g}", describe_thief(tuple(setting)),
-                    pm([r["defended_accuracy"] for r in got]),
-                    pm([r["surrogate_accuracy"] for r in got]), f"{statistics.mean(r['defense_l1'] for r in got):.3f}",
-                    f"{statistics.mean(slow):.1f}x" if slow else "-"])  # fmt: skip
-    # Answer times are taken while the grid runs (--jobs at once): for latency, see the benchmark.
-    headers = ["victim", "defense", "thief", "defender acc %", "thief acc %", "mean L1"]
-    headers.append("answer time vs none (grid load)")
-    return Table("Post-hoc defenses", headers, out)
-
-
-def plot_strength(rows: list[dict], path: Path, baseline: str) -> bool:
-    """Victim and thief error against each form's strength: beta for forms that sweep the
-    outlier term, else alpha; the baseline victim sits at 0."""
-    victims = [r for r in rows if r["level"] == "victim"]
-    forms = sorted({r["form"] for r in victims if r["method"] == "divqat"})
-    attacks = undefended(rows)
-    if not forms:
+    if not attacks:
         return False
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    base = [r for r in victims if r["victim"] == baseline]
-    # The thief shown: the setting run against the most victims, at its largest budget.
-    coverage = group(attacks, "attack", "pool", "budget", "surrogate", "variant")
-    headline = max(coverage, key=lambda k: (len({r["victim"] for r in coverage[k]}), k[2])) if coverage else None
-    for form in forms:
-        own = [r for r in victims if r.get("form") == form]
-        axis = "beta" if any(r.get("beta") for r in own) else "alpha"
-        at = {r["victim"]: r.get(axis) or 0.0 for r in own} | {baseline: 0.0}
-        pts = group([{**r, "x": at[r["victim"]]} for r in own + base], "x")
-        xs = sorted(x for (x,) in pts)
-        ys = [100 * (1 - statistics.mean(accuracy_of(r) for r in pts[(x,)])) for x in xs]
-        (line,) = axes[0].plot(xs, ys, marker="o", label=f"{form} ({axis})")
-        for labels in ("soft", "hard"):
-            chosen = [
-                {**r, "x": at[r["victim"]]}
-                for r in attacks
-                if r["labels"] == labels
-                and r["victim"] in at
-                and tuple(r.get(k) for k in ("attack", "pool", "budget", "surrogate", "variant")) == headline
-            ]
-            by = group(chosen, "x")  # fmt: skip
-            if not by:
+    victims = sorted({r["victim"] for r in attacks}, key=make_order(baseline))
+    pools = sorted({pool_of(r) for r in attacks}, key=lambda p: (is_inside(p), p))
+    width = 0.8 / len(victims)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.7 * len(pools) * max(1, len(victims) / 2.5), 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    accuracy = {r["victim"]: [] for r in rows if r["level"] in ("fp", "victim")}
+    for r in rows:
+        if r["level"] in ("fp", "victim"):
+            accuracy[r["victim"]].append(accuracy_of(r))
+    for i, v in enumerate(victims):
+        colour = colours[i % len(colours)]
+        for j, pool in enumerate(pools):
+            values = strongest(rows, v, [pool])
+            if not values:
                 continue
-            xs2 = sorted(x for (x,) in by)
-            ys2 = [100 * (1 - statistics.mean(r["surrogate_accuracy"] for r in by[(x,)])) for x in xs2]
-            style = "-" if labels == "soft" else "--"
-            axes[1].plot(xs2, ys2, marker="o", ls=style, color=line.get_color(), label=f"{form}, {labels} labels")
-    axes[0].set(xlabel=f"alpha or beta (0 = {baseline})", ylabel="victim int8 error %", title="Victim error")
-    thief = describe_thief(headline) if headline else "none"
-    axes[1].set(xlabel=f"alpha or beta (0 = {baseline})", ylabel="surrogate error %", title=f"Thief error ({thief})")
-    for ax in axes:
+            x = j + (i - (len(victims) - 1) / 2) * width
+            ax.bar(x, 100 * statistics.mean(values), width * 0.95, yerr=100 * spread(values), capsize=2,
+                   color=colour, hatch="//" if is_inside(pool) else None, edgecolor="white",
+                   label=v if j == 0 or v not in ax.get_legend_handles_labels()[1] else None)  # fmt: skip
+        if accuracy.get(v):
+            ax.axhline(100 * statistics.mean(accuracy[v]), color=colour, ls=":", lw=1)
+    ax.set_xticks(range(len(pools)), [p + ("\n(limit)" if is_inside(p) else "") for p in pools], fontsize=8)
+    ax.set(ylabel="strongest thief's accuracy % (test set)", title="Thieves per pool (dotted: victim accuracy)")
+    low = min((100 * statistics.mean(strongest(rows, v, [p])) for v in victims for p in pools
+               if strongest(rows, v, [p])), default=0)  # fmt: skip
+    ax.set_ylim(max(0, low - 15), 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    return save(fig, path)
+
+
+def plot_tradeoff(rows: list[dict], path: Path, baseline: str) -> bool:
+    """Victim accuracy against the strongest out-of-distribution thief: down and to the right is better."""
+    attacks = undefended(rows)
+    pools = sorted({pool_of(r) for r in attacks if not is_inside(pool_of(r))})
+    victims = sorted({r["victim"] for r in attacks}, key=make_order(baseline))
+    if not pools or not victims:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    markers = "osD^v<>"
+    for j, pool in enumerate(pools):
+        for v in victims:
+            thieves = strongest(rows, v, [pool])
+            accs = [accuracy_of(r) for r in rows if r["level"] in ("fp", "victim") and r["victim"] == v]
+            if not thieves or not accs:
+                continue
+            x, y = 100 * statistics.mean(accs), 100 * statistics.mean(thieves)
+            ax.errorbar(x, y, xerr=100 * spread(accs), yerr=100 * spread(thieves), marker=markers[j % len(markers)],
+                        color=f"C{victims.index(v)}", capsize=2, label=f"{v}, {pool}")  # fmt: skip
+            ax.annotate(v, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.set(xlabel="victim int8 accuracy % (test set)", ylabel="strongest thief's accuracy %",
+           title="Protection against accuracy (lower thief, higher victim: better)")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def plot_sweeps(rows: list[dict], path: Path, baseline: str) -> bool:
+    """For each victim form swept over one setting: victim and strongest-thief error against it,
+    one panel per swept setting (alpha and beta never share an axis)."""
+    victims = [r for r in rows if r["level"] == "victim"]
+    swept = {}
+    for r in victims:
+        for key in ("victim.alpha", "victim.beta", "victim.distill"):
+            values = {x[key] for x in victims if x["form"] == r["form"]}
+            if len(values) > 1:
+                swept.setdefault(key, set()).add(r["form"])
+    if not swept:
+        return False
+    fig, axes = plt.subplots(1, len(swept), figsize=(5.5 * len(swept), 4), squeeze=False)
+    attacks = undefended(rows)
+    for ax, (key, forms) in zip(axes[0], sorted(swept.items()), strict=True):
+        for i, form in enumerate(sorted(forms)):
+            own = [r for r in victims if r["form"] == form]
+            xs = sorted({r[key] for r in own})
+            err = [100 * (1 - statistics.mean(accuracy_of(r) for r in own if r[key] == x)) for x in xs]
+            names = {x: {r["victim"] for r in own if r[key] == x} for x in xs}
+            thief_err = [100 * (1 - statistics.mean(best_per_seed([a for a in attacks if a["victim"] in names[x]
+                                                                    and not is_inside(pool_of(a))]).values() or [1]))
+                         for x in xs]  # fmt: skip
+            ax.plot(xs, err, marker="o", color=f"C{i}", label=f"{form}: victim error")
+            ax.plot(xs, thief_err, marker="s", ls="--", color=f"C{i}", label=f"{form}: strongest thief's error")
+        ax.set(
+            xlabel=key.removeprefix("victim."), ylabel="test error %", title=f"Sweep over {key.removeprefix('victim.')}"
+        )
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
     return save(fig, path)
 
 
 def plot_defenses(rows: list[dict], path: Path, baseline: str) -> bool:
+    """Defender against thief accuracy per defense; "none" is drawn from the seeds the defenses ran on."""
     defended, plain = defense_rows(rows)
-    attacks = defended + plain
     names = sorted({r["defense"] for r in defended})
     if not names:
         return False
-    defended_victims = sorted({r["victim"] for r in defended}, key=make_order(baseline))
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
-        for victim in defended_victims:
-            chosen = [r for r in attacks if r["victim"] == victim and r["defense"] in (name, "none")]
-            for labels in sorted({r["labels"] for r in chosen}):  # one curve per label mode, never their mean
-                pts = group([r for r in chosen if r["labels"] == labels], "defense_value")
+        own = [r for r in defended if r["defense"] == name]
+        for victim in sorted({r["victim"] for r in own}, key=make_order(baseline)):
+            for labels in sorted({r["attack.labels"] for r in own if r["victim"] == victim}):
+                mine = [r for r in own if r["victim"] == victim and r["attack.labels"] == labels]
+                wanted = {(r["seed"], thief(r)) for r in mine}
+                base = [r for r in plain if r["victim"] == victim and (r["seed"], thief(r)) in wanted]
+                pts = group(base + mine, "defense_value")
                 keys = sorted(pts)
                 xs = [100 * statistics.mean(r["defended_accuracy"] for r in pts[k]) for k in keys]
                 ys = [100 * statistics.mean(r["surrogate_accuracy"] for r in pts[k]) for k in keys]
@@ -279,35 +457,26 @@ def plot_defenses(rows: list[dict], path: Path, baseline: str) -> bool:
     return save(fig, path)
 
 
-def plot_latency(rows: list[dict], path: Path, baseline: str) -> bool:
-    defended, plain = defense_rows(rows)
-    by = group(defended + plain, "defense")
-    if len(by) < 2:
-        return False
-    names = sorted(n for (n,) in by)
-    values = [1e6 * statistics.mean(r["answer_seconds_per_query"] for r in by[(n,)]) for n in names]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, values)
-    ax.set(ylabel="microseconds per query (batches of 512)", title="Answer latency per defense")
-    return save(fig, path)
-
-
 def write_report(out: Path) -> list[Path]:
-    rows = collect(out)
+    rows = tidy_rows(out)
     if not rows:
         raise DivqatError(f"{out} has no finished jobs yet")
     experiment = read_json(out / "experiment.json")
     name, baseline = experiment.get("name", out.name), experiment.get("baseline", "qat")
+    write_csv(rows, out / "results.csv")
     tables = [victims_table(rows, baseline), strongest_table(rows, baseline), effective_table(rows, baseline),
               attacks_table(rows, baseline), defense_table(rows)]  # fmt: skip
-    makers = {"alpha.png": plot_strength, "defenses.png": plot_defenses, "latency.png": plot_latency}
-    plots = [(p, f) for p, f in makers.items() if f(rows, out / p, baseline)]
-    intro = f"# {name}\n\n{len(rows)} finished jobs; mean +- std over seeds.\n"
+    makers = {"thieves.png": plot_thieves, "tradeoff.png": plot_tradeoff, "sweeps.png": plot_sweeps,
+              "defenses.png": plot_defenses}  # fmt: skip
+    plots = [p for p, make in makers.items() if make(rows, out / p, baseline)]
+    seeds = sorted({r["seed"] for r in rows})
+    intro = (f"# {name}\n\n{len(rows)} finished jobs on seeds {', '.join(map(str, seeds))}; mean +- std over "
+             f"seeds, (n=1) where one seed ran. Every job, config field and metric: `results.csv`.\n")  # fmt: skip
     md = intro + "\n" + "\n".join(t.markdown() for t in tables if t.rows)
-    md += "\n" + "\n".join(f"![{p}]({p})\n" for p, _ in plots)
+    md += "\n" + "\n".join(f"![{p}]({p})\n" for p in plots)
     (out / "report.md").write_text(md)
-    body = "".join(t.html() for t in tables if t.rows) + "".join(f'<p><img src="{p}"></p>' for p, _ in plots)
+    body = "".join(t.html() for t in tables if t.rows) + "".join(f'<p><img src="{p}"></p>' for p in plots)
     style = "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font:13px sans-serif}"
     page = f"<!doctype html><meta charset=utf-8><title>{html.escape(name)}</title><style>{style}</style>"
     (out / "report.html").write_text(page + f"<h1>{html.escape(name)}</h1>{body}")
-    return [out / "report.md", out / "report.html", *(out / p for p, _ in plots)]
+    return [out / "report.md", out / "report.html", out / "results.csv", *(out / p for p in plots)]

@@ -7,41 +7,29 @@ Every executor keeps that contract, runs a job only once its dependencies are do
 failed job stop nothing but the jobs that need it; the runner reports the failures in one line.
 """
 
-import dataclasses
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from divqat.artifacts import METRICS, check_placeable, is_marked, mark, write_json
 from divqat.errors import DivqatError
-from divqat.experiments.config import Experiment
-from divqat.experiments.grid import LEVELS, Job, expand
+from divqat.experiments.config import Experiment, as_dict
+from divqat.experiments.grid import expand
+from divqat.experiments.jobs import INDEX, LEVELS, Batch, Job, is_done
+from divqat.files import check_placeable, is_marked, mark, write_json
 from divqat.plugins import LOADED, load_plugins
 from divqat.ui import progress_bar
 
-RESULT = "result.json"
-INDEX = "index.json"
 EXECUTORS = ("local", "ray")
 
 
-def result_file(job: Job) -> str:
-    return RESULT if job.level == "attack" else METRICS
-
-
-def is_done(out: Path, job: Job) -> bool:
-    return (out / "jobs" / job.directory / result_file(job)).is_file()
-
-
 def execute(job: Job, out: Path, data_root: Path | None, threads: int) -> float:
-    """Run one job in this process; returns its wall time."""
+    """Run one job in this process; returns its wall time. (Executors are handed this function.)"""
+    import torch
+
     from divqat import pipeline
-    from divqat.attacks import AttackConfig
+    from divqat.configs import AttackConfig, VictimConfig
     from divqat.defenses import create_defense
     from divqat.extraction import run_attack
-    from divqat.train.victim import VictimConfig
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -49,24 +37,22 @@ def execute(job: Job, out: Path, data_root: Path | None, threads: int) -> float:
     needs = [out / "jobs" / d for d in job.need_dirs]
     if job.level in ("fp", "victim"):
         fp_from = needs[0] if needs else None
-        pipeline.train(
-            VictimConfig(**job.spec), target, data_root=data_root, fp_from=fp_from, overwrite=True, quiet=True
-        )
+        pipeline.train(VictimConfig(**job.spec), target, data_root=data_root, fp_from=fp_from, overwrite=True)
     else:
-        defense = job.spec["defense"]
-        defenses = (create_defense(defense["name"], defense["params"], seed=config_seed(job)),) if defense else ()
         config = AttackConfig(**job.spec["attack"])
+        defense = job.spec["defense"]
+        defenses = (create_defense(defense["name"], defense["params"], seed=config.seed),) if defense else ()
         run_attack(needs[0], config, target, data_root=data_root, defenses=defenses, overwrite=True)
     return time.perf_counter() - start
 
 
-def config_seed(job: Job) -> int:
-    return job.spec["attack"]["seed"]
-
-
 def write_index(out: Path, experiment: Experiment, jobs: list[Job]) -> None:
-    index = [{"level": j.level, "directory": j.directory, "labels": j.labels} for j in jobs]
-    write_json(out / "experiment.json", dataclasses.asdict(experiment))
+    """experiment.json, and index.json: every job's level, directory, labels and whole config."""
+    index = [
+        {"level": j.level, "directory": j.directory, "labels": j.labels, "spec": j.spec, "needs": list(j.need_dirs)}
+        for j in jobs
+    ]
+    write_json(out / "experiment.json", as_dict(experiment))
     write_json(out / INDEX, index)
 
 
@@ -81,17 +67,6 @@ def prepare_results_directory(out: Path) -> None:
     (out / "jobs").mkdir(parents=True, exist_ok=True)
     if not is_marked(out):
         mark(out, "results")
-
-
-@dataclass(frozen=True)
-class Batch:
-    """What an executor runs: the unfinished jobs (dependencies first) and where they write."""
-
-    todo: tuple[Job, ...]
-    out: Path
-    data_root: Path | None
-    jobs: int  # at once (on each node, for Ray)
-    plugins: tuple[str, ...]  # what every worker imports before its first job
 
 
 def worker_plugins(experiment: Experiment) -> tuple[str, ...]:
@@ -198,7 +173,7 @@ def run_experiment(
         # Dependencies first: a job's needs come before it (levels in order); cheapest first in a level.
         todo = [j for j in planned if not is_done(out, j)]
         todo.sort(key=lambda j: (LEVELS.index(j.level), expected_cost(j)))
-        batch = Batch(tuple(todo), out, data_root, jobs, worker_plugins(experiment))
+        batch = Batch(tuple(todo), out, data_root, jobs, worker_plugins(experiment), execute)
         start = time.perf_counter()
         with progress_bar(quiet) as bar:
             tracker = Tracker(bar, experiment.name, planned, todo)
@@ -215,11 +190,14 @@ ATTACK_COST = {"knockoff": 1.0, "dfme": 0.6, "knockoff-adaptive": 1.3, "jbda": 2
 def expected_cost(job: Job) -> tuple:
     """Cheapest first, every seed of a setting together: a grid cut short still holds whole
     rows (all seeds) of the cheaper settings rather than one seed of everything."""
-    labels = job.labels
-    budget = labels.get("budget", 0) * ATTACK_COST.get(labels.get("attack"), 1.0)
-    defended = labels.get("defense") not in (None, "none")
-    return (budget * (1.2 if defended else 1.0), job.key if job.level != "attack" else "", labels.get("seed", 0))
+    attack = job.spec.get("attack") if job.level == "attack" else None
+    budget = attack["budget"] * ATTACK_COST.get(attack["attack"], 1.0) if attack else 0
+    defended = job.labels.get("defense") not in (None, "none")
+    return (budget * (1.2 if defended else 1.0), job.key if job.level != "attack" else "", job.labels.get("seed", 0))
 
 
 def describe(job: Job) -> str:
-    return json.dumps({k: v for k, v in job.labels.items() if v not in (None, "none")}, separators=(",", ":"))
+    shown = {k: v for k, v in job.labels.items() if v not in (None, "none", {}, 0.0)}
+    if job.level == "attack":
+        shown |= {k: job.spec["attack"][k] for k in ("attack", "pool", "budget", "labels")}
+    return json.dumps(shown, separators=(",", ":"))

@@ -105,6 +105,45 @@ def frozen_observers(model: nn.Module):
             m.observer_enabled.copy_(state)
 
 
+def deployed_forward(model: nn.Module):
+    """`model`'s forward as the deployed model computes it, for inputs that must leave no trace
+    (DivQAT's outliers): batch norm on its running statistics rather than the batch's, and no
+    buffer (running statistics, batch counts) changed; gradients reach the same parameters.
+
+    An exported QAT graph cannot switch batch norm per call (moving it to eval rewrites the graph),
+    so this is an eval-mode twin of the graph whose parameters and buffers are the graph's own
+    tensors: what training changes, the twin sees. Freeze observers around it (frozen_observers)
+    so that fake quantizers keep their ranges too."""
+    inner = getattr(model, "_orig_mod", model)
+    if not isinstance(inner, torch.fx.GraphModule):
+        return lambda x: _in_eval_mode(model, x)
+    twin = copy.deepcopy(inner)
+    move_exported_model_to_eval(twin)
+    for name, parameter in inner.named_parameters(remove_duplicate=False):
+        owner, leaf = _owner(twin, name)
+        owner._parameters[leaf] = parameter
+    for name, buffer in inner.named_buffers(remove_duplicate=False):
+        owner, leaf = _owner(twin, name)
+        # The eval graph still counts batches (an add_ the rewrite leaves): that count stays its own.
+        owner._buffers[leaf] = buffer.clone() if leaf == "num_batches_tracked" else buffer
+    return twin
+
+
+def _owner(module: nn.Module, dotted: str) -> tuple[nn.Module, str]:
+    path, _, leaf = dotted.rpartition(".")
+    return (module.get_submodule(path) if path else module), leaf
+
+
+def _in_eval_mode(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        return model(x)
+    finally:
+        for m, training in modes:
+            m.train(training)
+
+
 @torch.no_grad()
 def calibrate(prepared: torch.fx.GraphModule, images: torch.Tensor, batch_size: int = 512) -> None:
     set_mode(prepared, train=False)

@@ -31,10 +31,10 @@ from starlette.exceptions import HTTPException
 from divqat import __version__
 from divqat.serve.keys import KEY_PATTERN, KeyRecord, KeySpec, KeyStore
 from divqat.serve.model import ServedModel, load_served_model
-from divqat.serve.outputs import render
 from divqat.serve.payload import Limits, RequestError, parse_images
 from divqat.serve.prada import PradaConfig
 from divqat.serve.prada_store import PradaStore
+from divqat.wire import render
 
 log = logging.getLogger("divqat.serve")
 

@@ -26,7 +26,9 @@ def serve(
         Path | None, typer.Option(help="YAML list of {key, budget, output} to add or update at start.")
     ] = None,
     db: DbOption = DEFAULT_DB,
-    defense: Annotated[list[str] | None, typer.Option(help="Post-hoc defense, repeatable (applied in order).")] = None,
+    defense: Annotated[
+        list[str] | None, typer.Option(help="Post-hoc defense NAME[:key=value,...], repeatable (applied in order).")
+    ] = None,
     defense_param: Annotated[
         list[str] | None, typer.Option(help="key=value for the last --defense, repeatable.")
     ] = None,
@@ -112,17 +114,14 @@ def prada_config(delta: float | None):
 
 
 def build_defenses(run_dir: Path, names: list[str], pairs: list[str], data_root: Path | None, seed: int) -> tuple:
-    """Defenses as `divqat attack` builds them (parameters go to the last one); those with a model
-    of their own are fitted on the victim's dataset here, at start-up."""
-    if not names:
-        if pairs:
-            raise DivqatError("--defense-param needs a --defense")
-        return ()
-    from divqat.cli import parse_params
-    from divqat.defenses import Defense, create_defense
+    """Defenses as `divqat attack` builds them (defenses/chain.py); those with a model of their
+    own are fitted on the victim's dataset here, at start-up."""
+    from divqat.defenses import Defense
+    from divqat.defenses.chain import build_chain, parse_params
 
-    params = parse_params(pairs)
-    defenses = tuple(create_defense(n, params if i == len(names) - 1 else {}, seed=seed) for i, n in enumerate(names))
+    defenses = build_chain(names, parse_params(pairs), seed=seed)
+    if not defenses:
+        return ()
     needing_data = [d for d in defenses if type(d).fit is not Defense.fit]
     if needing_data:
         import torch
@@ -161,7 +160,7 @@ def keys_add(
 ):
     """Add a key with its budget and output mode."""
     from divqat.serve.keys import KeySpec, KeyStore, check_budget, check_key
-    from divqat.serve.outputs import parse_output_mode
+    from divqat.wire import parse_output_mode
 
     made = key is None
     key = secrets.token_urlsafe(24) if made else check_key(key)

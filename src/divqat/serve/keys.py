@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from divqat.errors import DivqatError
-from divqat.serve.outputs import OutputMode, parse_output_mode
+from divqat.wire import OutputMode, parse_output_mode
 
 SCHEMA_VERSION = 1
 SCHEMA = """

@@ -115,10 +115,3 @@ def check_images(images: np.ndarray, input_shape: tuple[int, int, int]) -> None:
     low, high = images.min(), images.max()
     if low < 0 or high > 1:
         raise RequestError(422, f"pixels must be in [0, 1], got values in [{low:.6g}, {high:.6g}]")
-
-
-def encode_images(images: np.ndarray) -> bytes:
-    """A client's request body in the binary form (what `divqat attack --backend http` sends)."""
-    array = np.ascontiguousarray(images, dtype="<f4")
-    doc = {"images_b64": base64.b64encode(array.tobytes()).decode("ascii"), "shape": list(array.shape)}
-    return json.dumps(doc).encode()

@@ -5,6 +5,9 @@ of every tensor it was given (inputs, targets, cached teacher outputs). When the
 "outliers" (as many as inputs, paired by row) and the objective has an `outlier_term`, each step
 adds that term on the batch's outliers, forwarded separately with the quantization observers
 frozen: outliers must not widen the ranges the deployed model keeps for in-distribution inputs.
+
+Progress goes to an optional callback (`progress(label, steps_done, total_steps, epoch_loss)`),
+so that the loop imports no UI: the command line draws it as a bar (divqat/ui.py).
 """
 
 import time
@@ -15,10 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from divqat.errors import DivqatError
-from divqat.quant.pt2e import frozen_observers, set_mode
-from divqat.ui import progress_bar
+from divqat.quant.pt2e import deployed_forward, frozen_observers, set_mode
 
 Objective = Callable[[Tensor, dict[str, Tensor], float], Tensor]
+Progress = Callable[[str, int, int, float | None], None]  # label, steps done, total steps, last epoch's loss
 
 
 @dataclass(frozen=True)
@@ -51,12 +54,15 @@ def fit(
     config: TrainConfig,
     *,
     label: str = "train",
-    quiet: bool = False,
+    progress: Progress | None = None,
     transform: Callable[[Tensor], Tensor] | None = None,
 ) -> History:
     """Train `model` in place with Adam; the optimizer sees this model's parameters, so a QAT
     graph trains its own weights, never those of the FP model it was prepared from.
-    `transform` (e.g. a thief's augmentation) is applied to each batch's inputs."""
+    `transform` (e.g. a thief's augmentation) is applied to each batch's inputs.
+
+    Outliers (DivQAT's outlier term) are forwarded as the deployed model computes them: batch
+    norm on its running statistics, observers frozen, and no buffer changed."""
     n = len(data["inputs"])
     device = next(model.parameters()).device
     steps_per_epoch = -(-n // config.batch_size)
@@ -72,32 +78,35 @@ def fit(
         model.to(memory_format=torch.channels_last)
     history = History()
     set_mode(model, train=True)
+    outlier_term = getattr(objective, "outlier_term", None) if "outliers" in data else None
+    deployed = deployed_forward(model) if outlier_term else None
+    report = progress or (lambda *_: None)
     step = 0
-    with progress_bar(quiet) as bar:
-        task = bar.add_task(label, total=total)
-        for _ in range(config.epochs):
-            start, loss_sum = time.perf_counter(), torch.zeros((), device=device)
-            for index in torch.randperm(n, generator=shuffle).split(config.batch_size):
-                batch = {k: v[index].to(device, non_blocking=True) for k, v in data.items()}
-                inputs = transform(batch["inputs"]) if transform else batch["inputs"]
-                if config.channels_last and inputs.ndim == 4:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                progress = step / max(total, 1)
-                loss = objective(model(inputs), batch, progress)
-                if "outliers" in batch and hasattr(objective, "outlier_term"):
-                    with frozen_observers(model):
-                        loss = loss + objective.outlier_term(model(batch["outliers"]), batch, progress)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if schedule:
-                    schedule.step()
-                loss_sum += loss.detach() * len(index)
-                step += 1
-                bar.advance(task)
-            history.epoch_seconds.append(time.perf_counter() - start)
-            history.epoch_loss.append(loss_sum.item() / n)
-            bar.update(task, description=f"{label} loss {history.epoch_loss[-1]:.4f}")
+    report(label, 0, total, None)
+    for _ in range(config.epochs):
+        start, loss_sum = time.perf_counter(), torch.zeros((), device=device)
+        for index in torch.randperm(n, generator=shuffle).split(config.batch_size):
+            batch = {k: v[index].to(device, non_blocking=True) for k, v in data.items()}
+            inputs = transform(batch["inputs"]) if transform else batch["inputs"]
+            if config.channels_last and inputs.ndim == 4:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            at = step / max(total, 1)
+            loss = objective(model(inputs), batch, at)
+            if deployed is not None:
+                with frozen_observers(model):
+                    loss = loss + outlier_term(deployed(batch["outliers"]), batch, at)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule:
+                schedule.step()
+            loss_sum += loss.detach() * len(index)
+            step += 1
+            if progress:
+                report(label, step, total, history.epoch_loss[-1] if history.epoch_loss else None)
+        history.epoch_seconds.append(time.perf_counter() - start)
+        history.epoch_loss.append(loss_sum.item() / n)
+        report(label, step, total, history.epoch_loss[-1])
     set_mode(model, train=False)
     return history
 

@@ -5,63 +5,39 @@ or probability vectors) and, for DivQAT, "teacher_probs" (the frozen FP model's 
 """
 
 import math
-from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from divqat.errors import DivqatError
+from divqat.configs import DivQATConfig
 from divqat.train.divergences import drop_class, get_divergence, kl
+from divqat.train.losses import cross_entropy
 from divqat.train.outlier_losses import get_outlier_loss
 
-
-def cross_entropy(logits: Tensor, batch: dict[str, Tensor], progress: float = 0.0) -> Tensor:
-    """CE against class indices (victims) or probability vectors (thieves on soft labels);
-    with "weights" in the batch, a weighted mean over its rows."""
-    if "weights" not in batch:
-        return F.cross_entropy(logits, batch["targets"])
-    weights = batch["weights"]
-    per_row = F.cross_entropy(logits, batch["targets"], reduction="none")
-    return (per_row * weights).sum() / weights.sum().clamp_min(1e-12)
+__all__ = ["DivQATLoss", "cross_entropy"]
 
 
-@dataclass(frozen=True)
 class DivQATLoss:
     """L = CE(y, f_q(x)) - alpha * D(f_fp(x) || f_q(x)) + beta * M(f_q(x_out), f_fp(x_out))
     [+ distill * KL(f_fp(x) || f_q(x))],
     averaged over the batch; x_out is a batch of outliers drawn alongside each training batch.
 
-    The paper's form is divergence="kl", non_target=False, beta=0 and no bound. The options:
-    - non_target: D over the K-1 classes other than the true one, each side renormalised, so
-      the true class's probability is left to CE and only the "dark knowledge" is scrambled.
-    - logq_floor: clamp log q at log(logq_floor) inside D, so D stops growing as q_k -> 0.
-    - hinge: per-sample min(D, hinge): stop pushing a sample once it is that far from the teacher.
-    - warmup: alpha (and beta) ramp linearly from 0 over this fraction of training.
-    - beta, outlier_loss: the outlier term (train/outlier_losses.py); beta=0 is DivQAT without it.
-    - distill: + distill * KL(f_fp(x) || f_q(x)) on the training images: distillation from the
-      FP model, so that in-distribution answers stay close to it while outliers are answered
-      misleadingly (0: off; it pulls the opposite way to alpha).
+    Its settings are a `DivQATConfig` (divqat/configs.py, where each is explained), given whole
+    or as keyword arguments: `DivQATLoss(config)` or `DivQATLoss(alpha=0.5, divergence="kl")`;
+    settings not given are the config's defaults. The paper's form is divergence="kl",
+    non_target=False, beta=0 and distill=0 (PRESETS["paper"]).
     """
 
-    alpha: float
-    divergence: str = "kl"
-    non_target: bool = False
-    logq_floor: float = 0.0
-    hinge: float = 0.0
-    warmup: float = 0.0
-    beta: float = 0.0
-    outlier_loss: str = "divergence"
-    distill: float = 0.0
+    def __init__(self, config: DivQATConfig | None = None, **settings):
+        if config is not None and settings:
+            raise TypeError("give a DivQATConfig or keyword settings, not both")
+        self.config = config if config is not None else DivQATConfig(**settings)
 
-    def __post_init__(self):
-        get_divergence(self.divergence)
-        get_outlier_loss(self.outlier_loss)
-        for name in ("alpha", "logq_floor", "hinge", "warmup", "beta", "distill"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise DivqatError(f"{name} must be a finite number >= 0, got {value}")
-        if self.logq_floor >= 1 or self.warmup > 1:
-            raise DivqatError("logq_floor must be < 1 and warmup <= 1")
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["config"], name)  # alpha, beta, divergence... as the config has them
+
+    def __repr__(self) -> str:
+        return f"DivQATLoss({self.config})"
 
     def ramp(self, progress: float) -> float:
         return min(1.0, progress / self.warmup) if self.warmup else 1.0

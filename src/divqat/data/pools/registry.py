@@ -21,10 +21,10 @@ def query_pool(name: str, splits: Splits, data_root: Path | None = None) -> Imag
     return POOLS.lookup(name)(splits, data_root)
 
 
-def with_in_distribution(pool: ImageSet, thief_split: ImageSet, n: int, seed: int) -> ImageSet:
-    """The pool with n images of the thief's own in-distribution split mixed in (a thief who
-    holds a few images of the victim's task); which ones depends on the thief's seed."""
+def with_in_distribution(pool: torch.Tensor, thief_split: ImageSet, n: int, seed: int) -> torch.Tensor:
+    """The pool's images with n images of the thief's own in-distribution split mixed in (a thief
+    who holds a few images of the victim's task, unlabelled); which ones depends on the thief's seed."""
     if n > len(thief_split):
         raise DivqatError(f"in_seeds {n} is more than the {len(thief_split)} images of the thief's split")
     chosen = thief_split.subset(torch.randperm(len(thief_split), generator=torch.Generator().manual_seed(seed))[:n])
-    return ImageSet(torch.cat([pool.images, chosen.images]), torch.cat([pool.labels, chosen.labels]))
+    return torch.cat([pool, chosen.images])

@@ -1,4 +1,10 @@
-"""What a key's caller receives: full probabilities, the top k, or only the label.
+"""The wire format of a served victim, shared by both faces and owned by neither: the server
+(divqat/serve) writes it, the HTTP black-box backend (divqat/blackbox/http.py) reads it.
+
+A request body's binary form is `{"images_b64": <base64 little-endian float32>, "shape": [N, C,
+H, W]}` (`encode_images`); the server also takes nested lists (serve/payload.py parses both).
+
+What a key's caller receives: full probabilities, the top k, or only the label.
 
     probabilities   {"probabilities": [[p_0, ..., p_K-1], ...]}
     top-k:K         {"top_k": {"labels": [[c_1, ..., c_K], ...], "probabilities": [[p_1, ..., p_K], ...]}}
@@ -8,6 +14,8 @@
 and renormalised (as the `top-k` defense does), a label one-hot (as `label-only` does).
 """
 
+import base64
+import json
 import re
 from dataclasses import dataclass
 
@@ -61,3 +69,10 @@ def to_probabilities(answer: dict, num_classes: int) -> np.ndarray:
         np.put_along_axis(out, labels, values, 1)
         return out / out.sum(1, keepdims=True).clip(1e-30)
     raise DivqatError(f"answer has none of probabilities, labels, top_k: {sorted(answer)}")
+
+
+def encode_images(images: np.ndarray) -> bytes:
+    """A client's request body in the binary form (what `divqat attack --backend http` sends)."""
+    array = np.ascontiguousarray(images, dtype="<f4")
+    doc = {"images_b64": base64.b64encode(array.tobytes()).decode("ascii"), "shape": list(array.shape)}
+    return json.dumps(doc).encode()
