@@ -20,18 +20,27 @@ from divqat.plugins import LOADED, load_plugins
 
 TINY = {
     "name": "tiny-ray",
-    "dataset": "fashion-mnist",
-    "model": "lenet5",
     "seeds": [0],
-    "train": {"fp_epochs": 1, "epochs": 1, "lr": 1.0e-3, "batch_size": 128, "train_limit": 600},
+    "victim": {
+        "dataset": "fashion-mnist",
+        "model": "lenet5",
+        "fp_epochs": 1,
+        "epochs": 1,
+        "lr": 1.0e-3,
+        "batch_size": 128,
+        "train_limit": 600,
+        "beta": 0.0,
+        "distill": 0.0,
+    },
     "victims": [
         {"name": "qat", "method": "qat"},
-        {"name": "nt-js", "method": "divqat", "divergence": "js", "non_target": True, "alphas": [1.0]},
+        {"name": "nt-js", "method": "divqat", "preset": "bounded", "alpha": [1.0]},
     ],
-    "attacks": [{"attack": "knockoff", "pool": "in", "budgets": [300], "labels": ["soft"], "epochs": 1}],
+    "attack": {"attack": "knockoff", "pool": "in", "budget": 300, "labels": "soft", "epochs": 1, "surrogate": "lenet5"},
+    "attacks": [{}],
     "defenses": {
         "victims": ["qat"],
-        "attack": {"attack": "knockoff", "pool": "in", "budgets": [300], "labels": ["soft"], "epochs": 1},
+        "attack": {},
         "sweeps": [{"name": "test-sharpen", "values": {"power": [2.0]}}],
     },
 }  # 6 jobs: FP -> 2 victims -> 2 attacks and 1 defended attack
@@ -239,7 +248,7 @@ def test_executor_options_are_checked_before_anything_is_written(tmp_path, capsy
 def test_resources_cpus_per_node_and_a_gpu_where_training_uses_cuda(monkeypatch):
     pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]')")
     from divqat.experiments import ray_executor
-    from divqat.experiments.config import Experiment, convert
+    from divqat.experiments.config import parse_experiment
     from divqat.experiments.grid import expand
 
     nodes = [
@@ -249,7 +258,7 @@ def test_resources_cpus_per_node_and_a_gpu_where_training_uses_cuda(monkeypatch)
     ]
     monkeypatch.setattr(ray_executor.ray, "nodes", lambda: nodes)
     assert [ray_executor.cpus_per_job(n) for n in (1, 4, 32)] == [16, 4, 1]
-    jobs = {j.level: j for j in expand(convert(Experiment, {**TINY, "defenses": None}, "config"))}
+    jobs = {j.level: j for j in expand(parse_experiment({**TINY, "defenses": None}))}
     with_gpus = {level: ray_executor.resources(job, 4, True) for level, job in jobs.items()}
     assert with_gpus == {
         "fp": {"num_cpus": 4, "num_gpus": 1},
