@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from divqat.cli_options import with_config_options
+from divqat.cli_options import DefenseOption, DefenseParamOption, with_config_options
 from divqat.configs import PRESETS, AttackConfig, VictimConfig, victim_config
 from divqat.errors import DivqatError
 from divqat.plugins import quiet_warnings
@@ -46,14 +46,14 @@ def print_metrics(result: dict, title: str) -> None:
 
 TRAIN_HELP = """Train a victim: FP, then PTQ, QAT or DivQAT; write int8 ONNX, weights and metrics.json.
 
-\b
---method divqat (the default) trains outlier-aware DivQAT, the setting measured to protect:
-  alpha 0, beta 2, distill 3, 4 QAT epochs (docs/divqat.md: -0.65 pp of accuracy, the best
-  out-of-distribution thief -19.9 pp on digits and -30.5 pp on photos vs QAT, 3 seeds).
---preset paper: the paper's objective, CE - 0.5 * KL(f_fp || f_q) (protects by <= 1 pp).
---preset bounded: non-target Jensen-Shannon, alpha 0.5, no outlier term.
-Options given explicitly override the preset. No answer-preserving defense stops a thief who
-holds in-distribution images (docs/divqat.md)."""
+--method divqat (the default) trains outlier-aware DivQAT, the setting measured to protect: alpha 0, beta 2,
+distill 3, 4 QAT epochs (-0.65 pp of accuracy; the best out-of-distribution thief -19.9 pp on the digits and
+-30.5 pp on photos against QAT, 3 seeds; docs/divqat.md).
+
+--preset paper: the paper's objective, CE - 0.5 * KL(f_fp || f_q) over all classes (protects by <= 1 pp).
+--preset bounded: non-target Jensen-Shannon at alpha 0.5, no outlier term. Options given override the preset.
+
+No defense that keeps in-distribution answers exact stops a thief who holds in-distribution images."""
 
 
 @app.command(help=TRAIN_HELP)
@@ -98,12 +98,8 @@ def attack(
     api_key: Annotated[
         str | None, typer.Option("--key", envvar="DIVQAT_KEY", help="--backend http: the API key.")
     ] = None,
-    defense: Annotated[
-        list[str] | None, typer.Option(help="Post-hoc defense NAME[:key=value,...], repeatable (applied in order).")
-    ] = None,
-    defense_param: Annotated[
-        list[str] | None, typer.Option(help="key=value for the last --defense, repeatable.")
-    ] = None,
+    defense: DefenseOption = None,
+    defense_param: DefenseParamOption = None,
     defense_sweep: Annotated[
         str | None, typer.Option(help="key=v1,v2,...: one run per value of the last defense's parameter.")
     ] = None,

@@ -13,6 +13,12 @@ from typing import Annotated
 
 import typer
 
+# The defense chain's options, shared by `divqat attack` and `divqat serve` (defenses/chain.py).
+DefenseOption = Annotated[
+    list[str] | None, typer.Option(help="Post-hoc defense NAME[:key=value,...], repeatable (applied in order).")
+]
+DefenseParamOption = Annotated[list[str] | None, typer.Option(help="key=value for the last --defense, repeatable.")]
+
 
 def option_type(hint):
     """The type typer parses: T for T and T | None; names separated by commas for tuples of names."""

@@ -28,7 +28,8 @@ def fake_results(tmp_path, attacks):
         config = dataclasses.asdict(AttackConfig(seed=seed, **fields))
         directory = f"attack-{i}"
         (out / "jobs" / directory).mkdir()
-        result = {**config, "surrogate_accuracy": accuracy, "fidelity": accuracy, "defended_accuracy": 0.86,
+        result = {**config, "victim": f"runs/x/jobs/victim-{victim}{seed}", "surrogate_accuracy": accuracy,
+                   "fidelity": accuracy, "defended_accuracy": 0.86,
                   "defense_l1": 0.1, "answer_seconds_per_query": 1e-5, "defenses": []}  # fmt: skip
         (out / "jobs" / directory / "result.json").write_text(json.dumps(result))
         labels = {"seed": seed, "victim": victim, "kind": "defense" if defense else "attack", "variant": "plain",
@@ -66,13 +67,14 @@ def test_the_strongest_thief_is_taken_over_thieves_run_against_both_victims(tmp_
     row = next(line for line in section(md, "Strongest thief").splitlines() if line.startswith("| ood"))
     assert "80.0 +- 0.0 [2]" in row  # the baseline's own best, over its 2 thieves
     assert "(-5.0 +- 0.0 pp) [1]" in row  # div vs QAT on the 1 thief both faced, not -25
+    assert "60.0 +- 0.0" not in row  # ... and div's own column is its best, 55
 
 
 def test_deltas_use_the_same_seeds_and_one_seed_shows_n_1(tmp_path):
     attacks = [("qat", s, 0.60 + s / 100, {}, None) for s in (0, 1, 2)] + [("div", 0, 0.50, {}, None)]
     md = write_report(fake_results(tmp_path, attacks))[0].read_text()
     row = next(line for line in section(md, "Strongest thief").splitlines() if line.startswith("| ood"))
-    assert "50.0 (n=1) (-10.0 (n=1) pp)" in row  # paired with QAT's seed 0 only (60), not its mean (61)
+    assert "50.0 (-10.0 pp, n=1)" in row  # paired with QAT's seed 0 only (60), not its mean (61)
     assert "+- 0.0 (n" not in md and "+- 0.00 (n" not in md
 
 

@@ -96,7 +96,8 @@ def tidy_rows(out: Path) -> list[dict]:
         else:
             row |= victim_columns(entry["spec"])
             own = {f.name for f in dataclasses.fields(VictimConfig)}
-        row |= {k: v for k, v in read_json(path).items() if k not in own and not isinstance(v, list | dict)}
+        measured = read_json(path)
+        row |= {k: v for k, v in measured.items() if k not in own and k not in row and not isinstance(v, list | dict)}
         rows.append(row)
     return rows
 
@@ -182,7 +183,10 @@ def versus(best: dict[int, float], base: dict[int, float]) -> str:
     seeds = sorted(best.keys() & base.keys())
     if not seeds:
         return "-"
-    return f"{pm([best[s] for s in seeds])} ({pm([best[s] - base[s] for s in seeds])} pp)"
+    values, deltas = [best[s] for s in seeds], [best[s] - base[s] for s in seeds]
+    if len(seeds) == 1:
+        return f"{100 * values[0]:.1f} ({100 * deltas[0]:+.1f} pp, n=1)"
+    return f"{pm(values)} ({pm(deltas)} pp)"
 
 
 # ---------------------------------------------------------------------------- tables
@@ -203,7 +207,9 @@ def victims_table(rows: list[dict], baseline: str) -> Table:
                     pm(kl, 1, 4), f"{statistics.mean(ratio):.1f}x" if ratio else "-"])  # fmt: skip
     headers = ["victim", "seeds", "int8 accuracy %", f"vs {baseline} (pp, same seeds)", "KL(f_fp || f_int8)",
                f"KL / {baseline}"]  # fmt: skip
-    return Table("Victims", headers, out)
+    note = ("Quantized victims train further from the FP model (their `epochs` at their `lr`): one that ends above "
+            "its FP model has had more training, not a better quantizer.")  # fmt: skip
+    return Table("Victims", headers, out, note)
 
 
 def pool_of(r: dict) -> str:
@@ -320,6 +326,11 @@ def defense_table(rows: list[dict]) -> Table:
 # ---------------------------------------------------------------------------- plots
 
 
+def legend(ax, **options) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**options)
+
+
 def save(fig, path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -369,7 +380,7 @@ def plot_thieves(rows: list[dict], path: Path, baseline: str) -> bool:
                if strongest(rows, v, [p])), default=0)  # fmt: skip
     ax.set_ylim(max(0, low - 15), 100)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    legend(ax, fontsize=8, loc="upper left")
     return save(fig, path)
 
 
@@ -395,7 +406,7 @@ def plot_tradeoff(rows: list[dict], path: Path, baseline: str) -> bool:
     ax.set(xlabel="victim int8 accuracy % (test set)", ylabel="strongest thief's accuracy %",
            title="Protection against accuracy (lower thief, higher victim: better)")  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    legend(ax, fontsize=7)
     return save(fig, path)
 
 
@@ -428,7 +439,7 @@ def plot_sweeps(rows: list[dict], path: Path, baseline: str) -> bool:
             xlabel=key.removeprefix("victim."), ylabel="test error %", title=f"Sweep over {key.removeprefix('victim.')}"
         )
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        legend(ax, fontsize=7)
     return save(fig, path)
 
 
@@ -453,7 +464,7 @@ def plot_defenses(rows: list[dict], path: Path, baseline: str) -> bool:
                 ax.plot(xs, ys, marker="o", linestyle="-" if labels == "soft" else "--", label=f"{victim} ({labels})")
         ax.set(title=name, xlabel="defender accuracy %", ylabel="attacker accuracy %")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        legend(ax, fontsize=8)
     return save(fig, path)
 
 

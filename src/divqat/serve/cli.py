@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from divqat.cli_options import DefenseOption, DefenseParamOption
 from divqat.errors import DivqatError
 from divqat.ui import console
 
@@ -26,12 +27,8 @@ def serve(
         Path | None, typer.Option(help="YAML list of {key, budget, output} to add or update at start.")
     ] = None,
     db: DbOption = DEFAULT_DB,
-    defense: Annotated[
-        list[str] | None, typer.Option(help="Post-hoc defense NAME[:key=value,...], repeatable (applied in order).")
-    ] = None,
-    defense_param: Annotated[
-        list[str] | None, typer.Option(help="key=value for the last --defense, repeatable.")
-    ] = None,
+    defense: DefenseOption = None,
+    defense_param: DefenseParamOption = None,
     data_root: Annotated[
         Path | None, typer.Option(help="The victim's dataset, for defenses that train a model (mad, ...).")
     ] = None,
