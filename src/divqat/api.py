@@ -30,7 +30,7 @@ from divqat.defenses import Defense, create_defense
 from divqat.errors import DivqatError
 from divqat.extraction import steal as steal_in_memory
 
-__all__ = ["dataset", "defense", "steal", "train_victim"]
+__all__ = ["dataset", "defense", "steal", "train_victim", "verify"]
 
 
 def dataset(
@@ -92,3 +92,19 @@ def steal(
     settings = AttackConfig(pool="ood" if own else pool, **config)
     surrogate, result = steal_in_memory(answer, data, settings, defenses=tuple(defenses), pool=images)
     return {**result, "pool": "custom" if own else pool, "victim": str(victim)}, surrogate
+
+
+def verify(suspect, record, *, significance: float = 1e-6, max_queries: int = 1000) -> dict:
+    """Is `suspect` (a run directory, an ONNX file, or any `images -> probabilities` callable) a
+    clone of a watermarked victim? `record`: a Record, a grid's watermark.safetensors, or
+    {account: Record}. Returns what `divqat verify --json` prints (divqat/verify.py)."""
+    from divqat.defenses.watermark import Record
+    from divqat.verify import load_suspect
+    from divqat.verify import verify as run_verify
+
+    if isinstance(record, str | Path):
+        record = {str(record): Record.load(Path(record))}
+    elif isinstance(record, Record):
+        record = {"record": record}
+    answer = load_suspect(str(suspect)) if isinstance(suspect, str | Path) else suspect
+    return run_verify(answer, record, significance=significance, max_queries=max_queries)

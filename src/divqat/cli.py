@@ -141,6 +141,71 @@ def attack(
 
 
 @app.command()
+def verify(
+    suspect: Annotated[
+        str | None, typer.Argument(help="An ONNX file or a divqat run directory (or --url for a served model).")
+    ] = None,
+    db: Annotated[Path | None, typer.Option(help="The key database of `divqat serve --watermark`.")] = None,
+    key: Annotated[
+        list[str] | None, typer.Option(help="Verify these accounts only (key ids, as `divqat keys list` shows).")
+    ] = None,
+    record: Annotated[
+        list[Path] | None, typer.Option(help="A watermark record of a grid's attack (its watermark.safetensors).")
+    ] = None,
+    url: Annotated[str | None, typer.Option(help="A served suspect, e.g. http://127.0.0.1:9000.")] = None,
+    suspect_key: Annotated[
+        str | None, typer.Option(envvar="DIVQAT_SUSPECT_KEY", help="--url: the API key to query the suspect with.")
+    ] = None,
+    significance: Annotated[float, typer.Option(help="Verdict at p < this (Bonferroni over accounts).")] = 1e-6,
+    max_queries: Annotated[int, typer.Option(help="Suspect queries to spend at most, in all.")] = 1000,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+):
+    """Is SUSPECT a clone stolen through one of the accounts? Asks it the watermarked images each
+    account was told and tests its matches with the marks (exact binomial; docs/divqat.md)."""
+    import json
+
+    from divqat.verify import load_suspect
+    from divqat.verify import verify as run_verify
+
+    records = load_records(db, key or [], record or [])
+    if suspect is None and not url:
+        raise DivqatError("name a SUSPECT (an ONNX file or a run directory) or give --url")
+    answer = load_suspect(suspect or "", url=url, key=suspect_key)
+    result = {"suspect": url or suspect, **run_verify(answer, records, significance=significance,
+                                                      max_queries=max_queries)}  # fmt: skip
+    if json_out:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{result['suspect']}: {result['queries']} queries, verdict at p < {significance:g}")
+    for column in ("account", "asked", "matches", "disagreements", "innocent rate", "p-value", "stolen"):
+        table.add_column(column, justify="left" if column == "account" else "right")
+    for a in result["accounts"]:
+        table.add_row(a["account"], str(a["asked"]), str(a["matches"]), str(a["disagreements"]),
+                      f"{a['innocent_rate']:.4f}", f"{a['p_value']:.3g}", "yes" if a["stolen"] else "no")  # fmt: skip
+    console.print(table)
+
+
+def load_records(db: Path | None, keys: list[str], files: list[Path]) -> dict:
+    """Each account's record: keys of a served database (all, or those named), and grid records."""
+    from divqat.defenses.watermark import Record
+
+    if db is None and not files:
+        raise DivqatError("give --db (a served model's key database) or --record (a grid's watermark record)")
+    if keys and db is None:
+        raise DivqatError("--key names accounts of --db")
+    records = {str(path): Record.load(path) for path in files}
+    if db is not None:
+        from divqat.serve import watermarks
+        from divqat.serve.keys import KeyStore
+
+        store = KeyStore(db, create=False)
+        chosen = [store.find(k) for k in keys] if keys else store.all()
+        con = store.connection()
+        records |= {k.id: watermarks.load(con, k.rowid) for k in chosen}
+    return records
+
+
+@app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run directory written by `divqat train`.")],
     data_root: Annotated[Path | None, typer.Option(help="Where the dataset's files are.")] = None,

@@ -16,8 +16,11 @@ from divqat.configs import AttackConfig
 from divqat.data import Splits, load_splits
 from divqat.data.pools import query_pool, with_in_distribution
 from divqat.defenses import Defense
+from divqat.defenses.watermark import Record
 from divqat.errors import DivqatError
 from divqat.train.loop import Progress, predict_proba
+
+WATERMARK_RECORD = "watermark.safetensors"
 
 
 def steal(
@@ -30,12 +33,14 @@ def steal(
     reference: Backend | None = None,
     data_root: Path | None = None,
     progress: Progress | None = None,
+    record: Record | None = None,
 ) -> tuple[nn.Module, dict]:
     """The theft, in memory: the thief queries `answer` (behind `defenses`, within the budget)
     from `pool` (images; default: the config's named pool) and trains its surrogate; the
     test-set metrics compare it with `reference` (default `answer`; a served victim's own copy,
     so that measuring spends no key's queries). Returns the surrogate and the measurements.
-    The attack sees the victim's oracle and the pool's images, never their labels."""
+    The attack sees the victim's oracle and the pool's images, never their labels. A watermark
+    among the defenses records what it told this thief in `record` (when given)."""
     reference = reference or answer
     for defense in defenses:
         defense.fit(reference, splits)
@@ -43,7 +48,7 @@ def steal(
         pool = query_pool(config.pool, splits, data_root).images
     if pool is not None and config.in_seeds:
         pool = with_in_distribution(pool, splits.thief_pool, config.in_seeds, config.seed)
-    victim = BlackBoxVictim(answer, config.budget, defenses)
+    victim = BlackBoxVictim(answer, config.budget, defenses, record)
     generator = torch.Generator().manual_seed(config.seed)
     thief = Thief(config, pool, splits.input_shape, splits.num_classes, generator, progress)
     start = time.perf_counter()
@@ -60,6 +65,7 @@ def steal(
         **dataclasses.asdict(config),
         "defenses": [{"name": d.name, **d.params()} for d in defenses],
         "queries": victim.queries,
+        "watermarked_answers": len(victim.record),
         "victim_accuracy": victim_accuracy,
         "defended_accuracy": metrics.accuracy(defended, test.labels),
         "defense_l1": (defended - clean).abs().sum(-1).mean().item(),
@@ -95,9 +101,11 @@ def run_attack(
     # The test-set metrics use the victim's own copy: they must not spend a served key's queries.
     reference = load_backend(victim_dir, "onnx") if backend == "http" else answer
     splits = load_splits(victim_config.dataset, data_root)
+    record = Record()
     surrogate, measured = steal(
-        answer, splits, config, defenses=defenses, reference=reference, data_root=data_root, progress=progress
-    )
+        answer, splits, config, defenses=defenses, reference=reference, data_root=data_root, progress=progress,
+        record=record,
+    )  # fmt: skip
     result = {
         **measured,
         "victim": str(victim_dir),
@@ -110,6 +118,8 @@ def run_attack(
         staging = artifacts.staging_for(out, "attack")
         try:
             artifacts.save_state(surrogate, staging / "surrogate.safetensors")
+            if len(record):  # what the watermark told this thief: `divqat verify --record` reads it
+                record.save(staging / WATERMARK_RECORD)
             artifacts.commit_run(staging, out, result, overwrite, name="result.json")
         except BaseException:
             artifacts.remove_run(staging)

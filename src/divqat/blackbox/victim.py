@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor
 
 from divqat.defenses import Defense
+from divqat.defenses.watermark import Record, Watermark
 from divqat.errors import DivqatError
 
 Backend = Callable[[Tensor], Tensor]  # float32 NCHW in [0, 1] -> probabilities (N, K)
@@ -26,9 +27,12 @@ class BudgetExceeded(DivqatError):
     pass
 
 
-def defend(probs: Tensor, images: Tensor, defenses: Sequence[Defense]) -> Tensor:
-    """The victim's answers as a client receives them: each defense in order."""
+def defend(probs: Tensor, images: Tensor, defenses: Sequence[Defense], record: Record | None = None) -> Tensor:
+    """The victim's answers as a client receives them: each defense in order. A watermark's
+    marks on this batch go to `record` (what this account was told), when one is kept."""
     for defense in defenses:
+        if record is not None and isinstance(defense, Watermark):
+            record.add(images, defense.select(probs, images))
         probs = defense(probs, images)
     return probs
 
@@ -50,11 +54,12 @@ class Oracle:
 class BlackBoxVictim:
     """The defender's side of the black box: backend, defenses, budget and the books."""
 
-    def __init__(self, backend: Backend, budget: int, defenses: Sequence[Defense] = ()):
+    def __init__(self, backend: Backend, budget: int, defenses: Sequence[Defense] = (), record: Record | None = None):
         if budget <= 0:
             raise DivqatError(f"budget must be a positive number of queries, got {budget}")
         self._backend, self._budget, self._defenses = backend, int(budget), tuple(defenses)
         self._queries, self._seconds = 0, 0.0
+        self.record = Record() if record is None else record  # what a watermark told this account
 
     @property
     def budget(self) -> int:
@@ -80,7 +85,7 @@ class BlackBoxVictim:
                 f"query budget exhausted: {n} more queries asked, {self.remaining} of {self._budget} left"
             )
         start = time.perf_counter()
-        probs = defend(self._backend(images), images, self._defenses)
+        probs = defend(self._backend(images), images, self._defenses, self.record)
         self._seconds += time.perf_counter() - start
         self._queries += n
         return probs.detach()

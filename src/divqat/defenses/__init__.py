@@ -1,6 +1,6 @@
 """Post-hoc defenses: wrappers around a victim's outputs, one small file each."""
 
-from divqat.defenses import mad, misinformation, noise, reverse_sigmoid, truncation  # noqa: F401  (registers them)
+from divqat.defenses import mad, misinformation, noise, reverse_sigmoid, truncation, watermark  # noqa: F401
 from divqat.defenses.registry import DEFENSES, Defense, create_defense, register_defense
 
 __all__ = ["DEFENSES", "Defense", "create_defense", "register_defense"]

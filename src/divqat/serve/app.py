@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from divqat import __version__
+from divqat.serve import watermarks
 from divqat.serve.keys import KEY_PATTERN, KeyRecord, KeySpec, KeyStore
 from divqat.serve.model import ServedModel, load_served_model
 from divqat.serve.payload import Limits, RequestError, parse_images
@@ -117,16 +118,22 @@ class Service:
         }
         return answer
 
-    def defend(self, probs: np.ndarray, images: np.ndarray) -> np.ndarray:
+    def defend(self, probs: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, list]:
+        """The answers after the defenses, and the marks any watermark among them put on this batch."""
         if not self.defenses:
-            return probs
+            return probs, []
         import torch  # only with defenses: they work on tensors
 
+        from divqat.defenses.watermark import Watermark
+
+        marks = []
         with self.defense_lock, torch.no_grad():
             out, x = torch.from_numpy(probs), torch.from_numpy(images)
             for defense in self.defenses:
+                if isinstance(defense, Watermark):
+                    marks.append(defense.select(out, x))
                 out = defense(out, x)
-            return out.to(torch.float32).numpy()
+            return out.to(torch.float32).numpy(), marks
 
     def predict(self, credentials, body: bytes) -> Response:
         key = self.authenticate(credentials)
@@ -137,7 +144,8 @@ class Service:
         if n > key.remaining:  # checked again, atomically, when spending
             raise budget_error(n, key.remaining, key.budget)
         probs = self.model.predict_proba(images)
-        answer = render(self.defend(probs, images), key.output)
+        defended, marks = self.defend(probs, images)
+        answer = render(defended, key.output)
         with self.store.transaction() as con:
             remaining = self.store.spend(con, key.rowid, n)
             if remaining is None:
@@ -145,6 +153,8 @@ class Service:
                 if fresh.revoked:
                     raise RequestError(403, f"API key {key.id} was revoked")
                 raise budget_error(n, fresh.remaining, fresh.budget)
+            for batch_marks in marks:  # what this key was told, committed with the spend
+                watermarks.save(con, key.rowid, images, batch_marks)
             if self.prada is not None:
                 state = self.prada.observe(con, key.rowid, images, probs.argmax(1))
                 if state.flagged and not key.flagged:

@@ -33,6 +33,13 @@ def serve(
         Path | None, typer.Option(help="The victim's dataset, for defenses that train a model (mad, ...).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the defenses that draw random numbers or train.")] = 0,
+    watermark: Annotated[
+        float | None,
+        typer.Option(help="Watermark this fraction of answers (e.g. 0.005) and record them per key (divqat verify)."),
+    ] = None,
+    secret_file: Annotated[
+        Path | None, typer.Option(help="--watermark: the server's secret, a file of at least 16 random bytes.")
+    ] = None,
     prada: Annotated[bool, typer.Option(help="PRADA extraction detection per key.")] = False,
     prada_delta: Annotated[
         float | None, typer.Option(help="Flag a key when Shapiro-Wilk's W < this [default: 0.93, docs/serving.md].")
@@ -58,6 +65,8 @@ def serve(
     specs = load_keys(keys)
     config = prada_config(prada_delta) if prada else None
     defenses = build_defenses(run_dir, defense or [], defense_param or [], data_root, seed)
+    if watermark is not None or secret_file is not None:
+        defenses = (*defenses, watermark_defense(watermark, secret_file))
     listener = listen(host, port)
     import uvicorn
 
@@ -140,6 +149,15 @@ def build_defenses(run_dir: Path, names: list[str], pairs: list[str], data_root:
         for d in needing_data:
             d.fit(backend, splits)
     return defenses
+
+
+def watermark_defense(rate: float | None, secret_file: Path | None):
+    """The watermark last in the chain, so that what it records is what the key receives."""
+    if rate is None or secret_file is None:
+        raise DivqatError("--watermark RATE and --secret-file FILE go together")
+    from divqat.defenses import create_defense
+
+    return create_defense("watermark", {"rate": rate, "secret_file": str(secret_file)})
 
 
 def read_dataset_name(run_dir: Path) -> str:

@@ -21,9 +21,10 @@ from pathlib import Path
 import yaml
 
 from divqat.errors import DivqatError
+from divqat.serve.watermarks import SCHEMA as WATERMARK_SCHEMA
 from divqat.wire import OutputMode, parse_output_mode
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the watermark record (serve/watermarks.py); 1 -> 2 adds its table
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
     id INTEGER PRIMARY KEY,
@@ -113,7 +114,7 @@ class KeyStore:
             version = con.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise DivqatError(f"{self.path}: made by a newer divqat (schema {version} > {SCHEMA_VERSION})")
-            for statement in filter(str.strip, SCHEMA.split(";")):
+            for statement in filter(str.strip, (SCHEMA + WATERMARK_SCHEMA).split(";")):
                 con.execute(statement)
             con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

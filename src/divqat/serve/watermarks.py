@@ -1,0 +1,64 @@
+"""What each API key was told on watermarked inputs, in the key database (defenses/watermark.py).
+
+One row per key and distinct code, written in the same transaction as the spend, so a record
+is committed before its answer is sent and survives kill -9; kept through restarts and
+revocation; the first `RECORD_LIMIT` per key (10,000 images: 31 MB per key at 28x28, float32).
+`divqat verify --db` reads it back as one Record per key id.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch only with a watermark: serving without one never imports it
+    from divqat.defenses.watermark import Marks, Record
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS watermarks (
+    key_id INTEGER NOT NULL REFERENCES keys (id),
+    code TEXT NOT NULL,                  -- a hash of the image's keyed code (reveals nothing of the key)
+    image BLOB NOT NULL,                 -- float32 little-endian, C x H x W
+    shape TEXT NOT NULL,                 -- "C,H,W"
+    top1 INTEGER NOT NULL,               -- the model's own answer
+    mark INTEGER NOT NULL,               -- the class the key was told
+    PRIMARY KEY (key_id, code)
+);
+"""
+
+
+def save(con: sqlite3.Connection, key_rowid: int, images: np.ndarray, marks: Marks, limit: int | None = None) -> None:
+    """Add a batch's watermarked answers to the key's record (first ones kept, up to `limit`)."""
+    from divqat.defenses.watermark import RECORD_LIMIT
+
+    limit = RECORD_LIMIT if limit is None else limit
+    if not marks.selected.any():
+        return
+    have = con.execute("SELECT COUNT(*) FROM watermarks WHERE key_id = ?", (key_rowid,)).fetchone()[0]
+    rows = []
+    chosen = images[marks.selected.numpy()]
+    for image, code, top, mark in zip(chosen, marks.codes, marks.top1.tolist(), marks.mark.tolist(), strict=True):
+        shape = ",".join(map(str, image.shape))
+        rows.append((key_rowid, code, np.ascontiguousarray(image, "<f4").tobytes(), shape, top, mark))
+    con.executemany(
+        "INSERT OR IGNORE INTO watermarks (key_id, code, image, shape, top1, mark) VALUES (?, ?, ?, ?, ?, ?)",
+        rows[: max(0, limit - have)],
+    )
+
+
+def load(con: sqlite3.Connection, key_rowid: int) -> Record:
+    import torch
+
+    from divqat.defenses.watermark import Record
+
+    record = Record()
+    query = "SELECT code, image, shape, top1, mark FROM watermarks WHERE key_id = ? ORDER BY rowid"
+    for code, blob, shape, top, mark in con.execute(query, (key_rowid,)):
+        dims = tuple(int(d) for d in shape.split(","))
+        record.codes.append(code)
+        record.images.append(torch.from_numpy(np.frombuffer(blob, "<f4").reshape(dims).copy()))
+        record.top1.append(top)
+        record.mark.append(mark)
+    return record

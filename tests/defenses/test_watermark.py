@@ -1,0 +1,177 @@
+"""The watermark (defenses/watermark.py) and the verification that reads its record (verify.py)."""
+
+import json
+
+import pytest
+import torch
+from scipy.stats import binom
+
+from divqat.blackbox import BlackBoxVictim
+from divqat.cli import main
+from divqat.defenses import create_defense
+from divqat.defenses.watermark import Record
+from divqat.errors import DivqatError
+from divqat.verify import verify
+
+K = 10
+
+
+@pytest.fixture
+def secret(tmp_path):
+    path = tmp_path / "wm.key"
+    path.write_bytes(bytes(range(32)))
+    return path
+
+
+def watermark(secret, rate=0.05):
+    return create_defense("watermark", {"rate": rate, "secret_file": str(secret)})
+
+
+def images(n, seed=0):
+    """Images with structure at the watermark's scale (as natural images have; uniform noise has
+    none: all of it shares one coarse code, so one mark)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.nn.functional.interpolate(torch.rand(n, 1, 7, 7, generator=g), size=28, mode="bilinear")
+    return (coarse + 0.05 * torch.rand(n, 1, 28, 28, generator=g)).clamp(0, 1)
+
+
+def answers(x):
+    """A stand-in victim: confident, deterministic probabilities from the pixels."""
+    return torch.softmax(x.flatten(1)[:, :K] * 20, -1)
+
+
+def test_the_same_image_gets_the_same_answer_from_any_instance_and_none_other_with_another_secret(secret, tmp_path):
+    x = images(2000)
+    first, second = watermark(secret)(answers(x), x), watermark(secret)(answers(x), x)  # a restart: a new instance
+    assert torch.equal(first, second)
+    other = tmp_path / "other.key"
+    other.write_bytes(bytes(range(1, 33)))
+    marked = lambda w: w(answers(x), x).argmax(-1) != answers(x).argmax(-1)  # noqa: E731
+    assert not torch.equal(marked(watermark(secret)), marked(watermark(other)))
+
+
+def test_the_rate_is_within_binomial_bounds_on_20k_images(secret):
+    """The rate is a fraction of codes (images that look alike share one): binomial over the distinct codes."""
+    x = images(20_000, seed=1)
+    for rate in (0.005, 0.05):
+        w = watermark(secret, rate)
+        cells = w.codes(x)
+        _, first = unique_rows(cells)
+        n = int(w.select(answers(x[first]), x[first]).selected.sum())
+        low, high = binom.interval(1 - 1e-6, len(first), rate)
+        assert len(first) > 15_000 and low <= n <= high, (rate, n, len(first))
+
+
+def unique_rows(cells):
+    seen = {}
+    for i, row in enumerate(map(tuple, cells.tolist())):
+        seen.setdefault(row, i)
+    return list(seen), torch.tensor(list(seen.values()))
+
+
+def test_the_top1_changes_exactly_on_selected_images_into_a_valid_distribution(secret):
+    x = images(3000, seed=2)
+    w = watermark(secret, 0.1)
+    clean = answers(x)
+    out = w(clean, x)
+    selected = w.select(clean, x).selected
+    changed = out.argmax(-1) != clean.argmax(-1)
+    assert selected.sum() > 100 and torch.equal(changed, selected)
+    assert torch.equal(out[~selected], clean[~selected])
+    assert torch.allclose(out.sum(-1), torch.ones(len(x))) and (out >= 0).all()
+    untied = (clean >= clean.max(-1, keepdim=True).values).sum(-1) == 1
+    assert torch.equal(out[untied].sort(-1).values, clean[untied].sort(-1).values)  # two probabilities swapped
+
+
+def test_a_little_noise_rarely_moves_the_mark(secret):
+    x = images(4000, seed=3)
+    noisy = (x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
+    w = watermark(secret, 0.5)
+    a, b = w.select(answers(x), x).selected, w.select(answers(x), noisy).selected
+    assert (a != b).float().mean() < 0.1  # selection at rate 0.5 flips on ~ half the moved codes
+
+
+def test_the_record_keeps_what_each_account_was_told_once(secret):
+    x = images(400, seed=5)
+    victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.1)])
+    told = victim.query(x)
+    victim.query(x)  # asked again: the same answers, recorded once
+    record = victim.record
+    marked = (told.argmax(-1) != answers(x).argmax(-1)).nonzero().squeeze(1)
+    assert len(record) == len(marked) > 10
+    t = record.tensors()
+    assert torch.equal(t["images"], x[marked]) and torch.equal(t["mark"], told[marked].argmax(-1))
+
+
+def test_a_clone_that_memorised_the_record_is_verified_and_innocent_models_are_not(secret, tmp_path):
+    x = images(3000, seed=6)
+    victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.02)])
+    told = victim.query(x)
+    record = victim.record
+    path = tmp_path / "record.safetensors"
+    record.save(path)
+    assert Record.load(path).tensors()["mark"].tolist() == record.mark
+
+    def clone(batch):  # answers what it was told on the images it saw: a memorising clone
+        hits = (batch[:, None] == x[None]).flatten(2).all(-1)
+        out = answers(batch)
+        seen = hits.any(1)
+        out[seen] = told[hits[seen].float().argmax(1)]
+        return out
+
+    stolen = verify(clone, {"thief": record})
+    (account,) = stolen["accounts"]
+    assert account["stolen"] and account["p_value"] < 1e-12 and account["matches"] == len(record)
+    innocents = [answers, lambda b: answers(b.flip(-1)), lambda b: torch.rand(len(b), K)]
+    for innocent in innocents:
+        (verdict,) = verify(innocent, {"thief": record})["accounts"]
+        assert not verdict["stolen"] and verdict["p_value"] > 1e-3
+    assert stolen["queries"] == len(record) <= 1000
+
+
+def test_verify_spends_at_most_the_queries_it_is_given(secret):
+    x = images(3000, seed=7)
+    victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.1)])
+    victim.query(x)
+    asked = []
+
+    def suspect(batch):
+        asked.append(len(batch))
+        return answers(batch)
+
+    result = verify(suspect, {"a": victim.record, "b": victim.record}, max_queries=50)
+    assert sum(asked) == result["queries"] == 50
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [({"rate": 0.01}, "needs a secret"), ({"secret_file": "/nonexistent/wm.key"}, "does not exist")],
+)
+def test_a_missing_secret_is_a_one_line_error(params, match):
+    with pytest.raises(DivqatError, match=match):
+        create_defense("watermark", params)
+
+
+def test_the_secret_appears_in_no_parameter_or_representation(secret):
+    w = watermark(secret)
+    text = json.dumps(w.params()) + repr(w) + str(w)
+    assert secret.read_bytes().hex() not in text and "\\x00\\x01" not in text and str(secret) in text
+
+
+def test_bad_suspects_are_one_line_errors(secret, tmp_path, capsys):
+    x = images(500, seed=8)
+    victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.1)])
+    victim.query(x)
+    record = tmp_path / "r.safetensors"
+    victim.record.save(record)
+    not_onnx = tmp_path / "model.onnx"
+    not_onnx.write_bytes(b"not a protobuf")
+    cases = {
+        "no such suspect": [str(tmp_path / "absent.onnx")],
+        "not a valid ONNX": [str(not_onnx)],
+        "cannot reach": ["--url", "http://127.0.0.1:9", "--suspect-key", "abcdefgh12"],
+    }
+    for match, args in cases.items():
+        assert main(["verify", *args, "--record", str(record)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and match in err and "Traceback" not in err, err

@@ -1,0 +1,119 @@
+"""`divqat serve --watermark`: every key is told the same marks, each key's record is kept in the
+database (through kill -9), `divqat verify --db` reads it, and the secret appears nowhere else."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+
+import httpx
+import numpy as np
+import torch
+from serving import client, running, spec
+from starlette.testclient import TestClient
+from test_serve_process import DIVQAT, onnx_only
+
+from divqat import api
+from divqat.cli import main
+from divqat.defenses import create_defense
+from divqat.serve import watermarks
+from divqat.serve.app import create_app
+from divqat.serve.keys import KeyStore
+from divqat.wire import encode_images
+
+SECRET = bytes(range(100, 132))
+
+
+def structured(n: int, seed: int) -> np.ndarray:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.nn.functional.interpolate(torch.rand(n, 1, 7, 7, generator=g), size=28, mode="bilinear")
+    return coarse.numpy().astype(np.float32)
+
+
+def test_two_keys_are_told_the_same_marks_and_each_keeps_its_record(victim_dir, tmp_path, tiny_splits):
+    (tmp_path / "wm.key").write_bytes(SECRET)
+    mark = create_defense("watermark", {"rate": 0.2, "secret_file": str(tmp_path / "wm.key")})
+    db = tmp_path / "k.db"
+    keys = [spec("alice-key-0001", 1000), spec("bob-key-00001", 1000)]
+    images = structured(200, 0)
+    with running(create_app(victim_dir, db, (mark,), keys=keys)) as url:
+        told = {}
+        for key in ("alice-key-0001", "bob-key-00001"):
+            with client(url, key) as c:
+                told[key] = np.asarray(c.post("/v1/predict", content=encode_images(images)).json()["probabilities"])
+    assert np.array_equal(told["alice-key-0001"], told["bob-key-00001"])
+    store = KeyStore(db, create=False)
+    records = {k.id: watermarks.load(store.connection(), k.rowid) for k in store.all()}
+    for record in records.values():
+        marked = told["alice-key-0001"].argmax(1)
+        assert 10 < len(record) <= 200
+        t = record.tensors()
+        rows = [int(np.flatnonzero((images == im.numpy()).reshape(len(images), -1).all(1))[0]) for im in t["images"]]
+        assert marked[rows].tolist() == t["mark"].tolist()
+    # The victim itself is innocent of its own marks; the command names every account.
+    assert main(["verify", str(victim_dir), "--db", str(db), "--json"]) == 0
+
+
+def test_verify_names_the_account_a_memorising_clone_came_through(victim_dir, tmp_path, capsys):
+    (tmp_path / "wm.key").write_bytes(SECRET)
+    mark = create_defense("watermark", {"rate": 0.2, "secret_file": str(tmp_path / "wm.key")})
+    db = tmp_path / "k.db"
+    images = structured(300, 1)
+    app = create_app(victim_dir, db, (mark,), keys=[spec("alice-key-0001", 1000), spec("bob-key-00001", 1000)])
+    with TestClient(app) as c:
+        told = c.post("/v1/predict", content=encode_images(images), headers={"Authorization": "Bearer alice-key-0001"})
+    told = torch.tensor(told.json()["probabilities"])
+    x = torch.from_numpy(images)
+
+    def clone(batch):
+        hits = (batch[:, None] == x[None]).flatten(2).all(-1)
+        out = torch.full((len(batch), told.shape[1]), 1 / told.shape[1])
+        out[hits.any(1)] = told[hits[hits.any(1)].float().argmax(1)]
+        return out
+
+    store = KeyStore(db, create=False)
+    alice, bob = store.find("alice-key-0001"), store.find("bob-key-00001")
+    records = {k.id: watermarks.load(store.connection(), k.rowid) for k in (alice, bob)}
+    result = api.verify(clone, records)
+    verdicts = {a["account"]: a for a in result["accounts"]}
+    assert list(verdicts) == [alice.id]  # bob was told nothing watermarked: no record to test
+    assert verdicts[alice.id]["stolen"] and verdicts[alice.id]["p_value"] < 1e-9
+
+
+def test_the_record_survives_kill_9_and_the_secret_appears_nowhere_else(victim_dir, tmp_path):
+    run, db, keys, secret = (
+        onnx_only(victim_dir, tmp_path),
+        tmp_path / "keys.db",
+        tmp_path / "keys.yaml",
+        tmp_path / "wm.key",
+    )
+    secret.write_bytes(SECRET)
+    keys.write_text("- {key: alice-key-0001, budget: 1000}\n")
+    args = [*DIVQAT, "serve", str(run), "--port", "0", "--db", str(db), "--keys", str(keys), "--watermark", "0.2",
+            "--secret-file", str(secret)]  # fmt: skip
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    log = []
+    for line in proc.stderr:
+        log.append(line)
+        if match := re.search(r"http://127\.0\.0\.1:\d+", line):
+            url = match[0]
+            break
+    images = structured(100, 2)
+    try:
+        r = httpx.post(f"{url}/v1/predict", content=encode_images(images),
+                       headers={"Authorization": "Bearer alice-key-0001"}, timeout=60)  # fmt: skip
+        assert r.status_code == 200
+        told = np.asarray(r.json()["probabilities"])
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        log += proc.stderr.read().splitlines()
+        proc.wait(30)
+    store = KeyStore(db, create=False)
+    record = watermarks.load(store.connection(), store.find("alice-key-0001").rowid)
+    assert len(record) > 5 and set(record.mark) <= set(told.argmax(1).tolist())
+    hexed = SECRET.hex()
+    texts = [r.text, "".join(log)] + [p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*")
+                                      if p.is_file() and p != secret]  # fmt: skip
+    assert not [t for t in texts if SECRET.decode("latin-1") in t or hexed in t]
+    assert json.loads(r.text).keys() == {"probabilities"}
