@@ -187,7 +187,9 @@ class AttackConfig:
     `labels="hard"` (top-1 only), `confidence_tau` (drop, or down-weight to max prob / tau, the
     answers whose max probability is below tau), `smoothing` (query each image as k augmented
     copies and train on the mean answer; every copy is a query) and `in_seeds` (that many images
-    of the thief's in-distribution split mixed into the pool). `augment` trains the surrogate
+    of the thief's in-distribution split mixed into the pool), `consistency_noise` (ask each image
+    twice, the second time with Gaussian noise of that std, and train only on images whose two
+    answers agree on the top-1: a thief trying to spot a watermark). `augment` trains the surrogate
     on randomly shifted, rotated and scaled views of its queries (the answers kept)."""
 
     attack: str = knob("knockoff", "knockoff, knockoff-adaptive, jbda or dfme (divqat list: attacks).")
@@ -206,6 +208,9 @@ class AttackConfig:
     confidence_mode: str = knob("drop", "drop or weight, for confidence_tau.")
     smoothing: int = knob(1, "Adaptive thief: ask each image as k augmented copies (k queries each).")
     in_seeds: int = knob(0, "Adaptive thief: mix this many in-distribution images into the pool.")
+    consistency_noise: float = knob(
+        0.0, "Adaptive thief against watermarks: ask each image twice, once with noise of this std, drop disagreements."
+    )
 
     def __post_init__(self):
         from divqat.attacks import ATTACKS
@@ -223,6 +228,7 @@ class AttackConfig:
         )
         need(self.smoothing >= 1, "smoothing", f"must be >= 1, got {self.smoothing}")
         need(self.in_seeds >= 0, "in_seeds", f"must be >= 0, got {self.in_seeds}")
+        need(0 <= self.consistency_noise < 1, "consistency_noise", f"must be in [0, 1), got {self.consistency_noise}")
         in_registry(ATTACKS, "attack", self.attack)
         in_registry(POOLS, "pool", self.pool)
         in_registry(MODELS, "surrogate", self.surrogate)

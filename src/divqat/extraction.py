@@ -19,6 +19,7 @@ from divqat.defenses import Defense
 from divqat.defenses.watermark import Record
 from divqat.errors import DivqatError
 from divqat.train.loop import Progress, predict_proba
+from divqat.verify import verify
 
 WATERMARK_RECORD = "watermark.safetensors"
 
@@ -61,6 +62,7 @@ def steal(
     stolen = predict_proba(surrogate, test.images)
     victim_accuracy = metrics.accuracy(clean, test.labels)
     surrogate_accuracy = metrics.accuracy(stolen, test.labels)
+    proof = verified(surrogate, victim.record)
     return surrogate, {
         **dataclasses.asdict(config),
         "defenses": [{"name": d.name, **d.params()} for d in defenses],
@@ -75,7 +77,16 @@ def steal(
         "extraction_ratio": surrogate_accuracy / victim_accuracy,
         "attack_seconds": seconds,
         "answer_seconds_per_query": victim.seconds / max(victim.queries, 1),
+        **proof,
     }
+
+
+def verified(surrogate: nn.Module, record: Record) -> dict:
+    """The clone verified against what the watermark told its thief (nothing without a watermark)."""
+    if not len(record):
+        return {}
+    (account,) = verify(lambda x: predict_proba(surrogate, x), {"thief": record}, max_queries=1000)["accounts"]
+    return {f"watermark_{k}": v for k, v in account.items() if k != "account"}
 
 
 def run_attack(

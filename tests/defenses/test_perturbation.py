@@ -13,9 +13,12 @@ NEEDS_FIT = {"mad", "adaptive-misinformation"}
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_splits):
+def fitted(tiny_splits, tmp_path_factory):
     """One instance of every defense, fitted on the tiny dataset where it needs a model."""
-    params = {"mad": {"surrogate_epochs": 1}, "adaptive-misinformation": {"epochs": 1}}
+    secret = tmp_path_factory.mktemp("wm") / "wm.key"
+    secret.write_bytes(bytes(range(32)))
+    params = {"mad": {"surrogate_epochs": 1}, "adaptive-misinformation": {"epochs": 1},
+              "watermark": {"rate": 0.3, "secret_file": str(secret)}}  # fmt: skip
     return {name: create_defense(name, params.get(name)).fit(None, tiny_splits) for name in DEFENSES}
 
 

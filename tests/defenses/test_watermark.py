@@ -175,3 +175,17 @@ def test_bad_suspects_are_one_line_errors(secret, tmp_path, capsys):
         assert main(["verify", *args, "--record", str(record)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and match in err and "Traceback" not in err, err
+
+
+def test_a_theft_behind_the_watermark_is_verified_in_its_result(secret, tiny_splits):
+    """The grid's attack jobs verify their own clone against what their thief was told."""
+    from divqat.configs import AttackConfig
+    from divqat.extraction import steal
+
+    config = AttackConfig(pool="in", budget=200, epochs=1)
+    record = Record()
+    _, result = steal(answers, tiny_splits, config, defenses=(watermark(secret, 0.2),), record=record)
+    assert result["watermarked_answers"] == len(record) > 5
+    assert {"watermark_p_value", "watermark_matches", "watermark_stolen", "watermark_asked"} <= result.keys()
+    _, plain = steal(answers, tiny_splits, config)
+    assert plain["watermarked_answers"] == 0 and "watermark_p_value" not in plain

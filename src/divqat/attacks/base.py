@@ -40,9 +40,25 @@ class Thief:
         """What the thief trains on: the probabilities, or (hard) only their argmax."""
         return probs.argmax(-1) if self.config.labels == "hard" else probs
 
+    @property
+    def queries_per_image(self) -> int:
+        return self.config.smoothing * (2 if self.config.consistency_noise else 1)
+
     def query(self, victim, images: Tensor) -> Tensor:
         """The victim's answers to `images`, in batches; with smoothing k, each image is asked as
-        k augmented copies (k queries) and its answer is their mean."""
+        k augmented copies (k queries) and its answer is their mean. With consistency_noise, each
+        is asked again with noise (twice the queries) and an image whose two answers disagree on
+        the top-1 is answered with NaN (dropped from training: `training_data`)."""
+        answers = self.ask(victim, images)
+        sigma = self.config.consistency_noise
+        if not sigma:
+            return answers
+        noise = sigma * torch.randn(images.shape, generator=self.generator)
+        again = self.ask(victim, (images + noise).clamp(0, 1))
+        answers[answers.argmax(-1) != again.argmax(-1)] = float("nan")
+        return answers
+
+    def ask(self, victim, images: Tensor) -> Tensor:
         k = self.config.smoothing
         if k == 1:
             return torch.cat([victim.query(batch) for batch in images.split(512)])
@@ -55,6 +71,8 @@ class Thief:
     def training_data(self, inputs: Tensor, probs: Tensor) -> dict[str, Tensor]:
         """Inputs, targets and (confidence-aware thief) weights: answers less confident than tau
         are dropped, or weighted by max prob / tau."""
+        answered = ~probs.isnan().any(-1)  # NaN: dropped by the consistency check
+        inputs, probs = inputs[answered], probs[answered]
         data = {"inputs": inputs, "targets": self.targets(probs)}
         tau = self.config.confidence_tau
         if tau:

@@ -19,7 +19,7 @@ from divqat.train.loop import set_mode
 
 @register_attack("knockoff")
 def knockoff_random(victim: Oracle, thief: Thief):
-    inputs = sample_with_augmentation(thief.pool, thief.config.budget // thief.config.smoothing, thief.generator)
+    inputs = sample_with_augmentation(thief.pool, thief.config.budget // thief.queries_per_image, thief.generator)
     return thief.train_surrogate(inputs, thief.query(victim, inputs))
 
 

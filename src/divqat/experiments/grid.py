@@ -28,6 +28,8 @@ def thief_variant(config: AttackConfig) -> str:
         parts.append(f"smooth{config.smoothing}")
     if config.in_seeds:
         parts.append(f"in{config.in_seeds}")
+    if config.consistency_noise:
+        parts.append(f"twice{config.consistency_noise:g}")
     return "+".join(parts) or "plain"
 
 

@@ -318,9 +318,19 @@ def defense_table(rows: list[dict]) -> Table:
         out.append([victim, f"{name} {param}={value:g}", describe(tuple(key)),
                     pm([r["defended_accuracy"] for r in got]), pm([r["surrogate_accuracy"] for r in got]),
                     pm([r["surrogate_accuracy"] for r in base]),
-                    f"{statistics.mean(r['defense_l1'] for r in got):.3f}"])  # fmt: skip
-    headers = ["victim", "defense", "thief", "defender acc %", "thief acc %", "thief acc, no defense %", "mean L1"]
+                    f"{statistics.mean(r['defense_l1'] for r in got):.3f}", proof(got)])  # fmt: skip
+    headers = ["victim", "defense", "thief", "defender acc %", "thief acc %", "thief acc, no defense %", "mean L1",
+               "clone verified (watermark)"]  # fmt: skip
     return Table("Post-hoc defenses (each thief its own row; answer times: docs/benchmarks.md)", headers, out)
+
+
+def proof(rows: list[dict]) -> str:
+    """How many seeds' clones the watermark verified, and the largest p-value among them."""
+    tested = [r for r in rows if r.get("watermark_p_value") is not None]
+    if not tested:
+        return "-"
+    stolen = sum(bool(r["watermark_stolen"]) for r in tested)
+    return f"{stolen}/{len(tested)} (p <= {max(r['watermark_p_value'] for r in tested):.1g})"
 
 
 # ---------------------------------------------------------------------------- plots
