@@ -1,23 +1,25 @@
 """Proof of theft: ask a suspect model the watermarked images an account was told, and test
-whether it answers the marks more often than a model that never saw them could.
+whether it ranks the marks higher than a model that never saw them could.
 
 For each watermarked image i the record holds the victim's own top-1 v_i and the mark m_i it
 answered instead (defenses/watermark.py). Given v_i, m_i is uniform over the other K - 1 classes
-and, keyed by a secret, independent of any model that never saw the watermarked answers. So for an
-innocent suspect whose top-1 s_i differs from v_i, P(s_i = m_i) = 1 / (K - 1) exactly, and where
-s_i = v_i a match is impossible: under the null hypothesis the number of matches is
-Binomial(n, 1 / (K - 1)), n the images where the suspect disagrees with the victim. The p-value is
-that binomial's exact upper tail (scipy.stats.binom); a verdict is p < significance / accounts
-(Bonferroni over the accounts tested). The innocent rate reported is the matches an innocent
-model would make per image asked, n / (asked * (K - 1)), estimated from the suspect's own
-disagreements.
+and, keyed by a secret, independent of any model that never saw the watermarked answers. So if
+the suspect's scores order the K - 1 classes other than v_i (ties broken by class index), the
+rank of m_i in that order (0: first) is uniform on 0..K-2 for an innocent suspect, whatever the
+suspect is, and independent across images. The test statistic is the sum of the ranks; its
+exact null distribution (a sum of independent discrete uniforms) gives the p-value, the lower
+tail: a clone trained on the marked answers ranks the marks high even where its top-1 stayed
+the victim's (measured: the marks survive in the clone's runner-up, docs/divqat.md). A top-1
+match (rank 0 and the suspect's top-1) is reported too, with the rate an innocent model would
+have (1 / (K - 1) of the images where it disagrees with the victim). A verdict is p <
+significance / accounts (Bonferroni over the accounts tested).
 """
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
-from scipy.stats import binom
 from torch import Tensor
 
 from divqat.defenses.watermark import Record
@@ -32,8 +34,10 @@ class Verdict:
     asked: int  # the suspect's queries spent on this account
     matches: int  # top-1 answers equal to the mark
     disagreements: int  # top-1 answers other than the victim's own
-    innocent_rate: float  # matches per image asked that an innocent model would make
-    p_value: float
+    innocent_rate: float  # top-1 matches per image asked that an innocent model would make
+    mean_rank: float  # of the mark among the K - 1 classes other than the victim's (0: first)
+    innocent_mean_rank: float  # (K - 2) / 2
+    p_value: float  # exact, of the rank sum
     stolen: bool
 
 
@@ -70,15 +74,39 @@ def verify(
         classes = answers.shape[1]
         matches = int((guess == mark).sum())
         disagreements = int((guess != top1).sum())
-        p = float(binom.sf(matches - 1, disagreements, 1 / (classes - 1))) if matches else 1.0
+        ranks = mark_ranks(answers, top1, mark)
+        p = rank_sum_p_value(int(ranks.sum()), n, classes - 1)
         rate = disagreements / (n * (classes - 1))
-        verdicts.append(Verdict(name, n, matches, disagreements, rate, p, p < threshold))
+        mean = float(ranks.float().mean())
+        verdicts.append(Verdict(name, n, matches, disagreements, rate, mean, (classes - 2) / 2, p, p < threshold))
     return {
         "significance": significance,
         "per_account_threshold": threshold,
         "queries": spent,
         "accounts": [asdict(v) for v in verdicts],
     }
+
+
+def mark_ranks(scores: Tensor, top1: Tensor, mark: Tensor) -> Tensor:
+    """Each mark's rank among the classes other than the victim's top-1, by the suspect's scores
+    (descending; ties broken by class index, a fixed order independent of the marks)."""
+    rows = torch.arange(len(scores))
+    others = scores.clone().double()
+    others[rows, top1] = -float("inf")  # out of the ranking (its own place: last)
+    mine = others[rows, mark].unsqueeze(1)
+    index = torch.arange(scores.shape[1]).unsqueeze(0)
+    ahead = (others > mine) | ((others == mine) & (index < mark.unsqueeze(1)))
+    ahead[rows, top1] = False
+    return ahead.sum(1)
+
+
+def rank_sum_p_value(total: int, n: int, choices: int) -> float:
+    """P(sum of n independent uniforms on 0..choices-1 <= total): exact, by convolution."""
+    distribution = np.ones(1)
+    uniform = np.full(choices, 1.0 / choices)
+    for _ in range(n):
+        distribution = np.convolve(distribution, uniform)
+    return float(min(1.0, distribution[: total + 1].sum()))
 
 
 def check_answers(answers, n: int, classes_at_least: int) -> Tensor:

@@ -189,3 +189,32 @@ def test_a_theft_behind_the_watermark_is_verified_in_its_result(secret, tiny_spl
     assert {"watermark_p_value", "watermark_matches", "watermark_stolen", "watermark_asked"} <= result.keys()
     _, plain = steal(answers, tiny_splits, config)
     assert plain["watermarked_answers"] == 0 and "watermark_p_value" not in plain
+
+
+def test_the_rank_test_by_hand():
+    from divqat.verify import mark_ranks, rank_sum_p_value
+
+    assert rank_sum_p_value(0, 2, 3) == pytest.approx(1 / 9)  # both ranks 0 of {0, 1, 2}
+    assert rank_sum_p_value(1, 2, 3) == pytest.approx(3 / 9)  # (0,0), (0,1), (1,0)
+    assert rank_sum_p_value(4, 2, 3) == pytest.approx(1.0)
+    scores = torch.tensor([[0.5, 0.3, 0.2], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.1, 0.2, 0.7]])
+    top1, mark = torch.tensor([0, 0, 0, 2]), torch.tensor([2, 2, 1, 0])
+    # the victim's class is out; ties go by class index: row 1's class 1 ties with the mark 2 and comes first
+    assert mark_ranks(scores, top1, mark).tolist() == [1, 1, 0, 1]
+
+
+def test_innocent_suspects_are_flagged_at_the_stated_rate():
+    """The null is exact: random marks against any fixed suspect give uniform p-values (a 5 % test
+    flags 5 % of innocents), so p < 1e-6 flags innocents one time in a million."""
+    g = torch.Generator().manual_seed(0)
+    flagged = 0
+    for _ in range(400):
+        scores = torch.rand(30, K, generator=g) ** 3  # any suspect at all
+        top1 = torch.randint(0, K, (30,), generator=g)
+        mark = (top1 + 1 + torch.randint(0, K - 1, (30,), generator=g)) % K
+        record = Record(codes=[str(i) for i in range(30)], images=list(torch.zeros(30, 1, 2, 2)), top1=top1.tolist(),
+                        mark=mark.tolist())  # fmt: skip
+        (a,) = verify(lambda b, s=scores: s[: len(b)], {"x": record}, significance=0.05)["accounts"]
+        flagged += a["stolen"]
+    low, high = binom.interval(1 - 1e-6, 400, 0.05)
+    assert low <= flagged <= high, flagged

@@ -15,7 +15,7 @@ plus sweep axes; errors name the field.
       - {pool: in, labels: soft, victims: [qat, outlier]}
     defenses:
       victims: [qat, outlier]
-      attack: {pool: ood, labels: soft}
+      attack: {pool: ood, labels: soft}                            # or a list of such entries
       sweeps:
         - {name: reverse-sigmoid, params: {gamma: 0.2}, values: {beta: [0.04, 0.16]}}
 
@@ -93,7 +93,7 @@ class DefenseSweep:
 @dataclass(frozen=True)
 class DefenseSpec:
     victims: tuple[str, ...]
-    attack: Entry
+    attacks: tuple[Entry, ...]  # `attack:` in YAML, one entry or a list of them
     sweeps: tuple[DefenseSweep, ...] = ()
     seeds: tuple[int, ...] | None = None
 
@@ -232,7 +232,15 @@ def parse_experiment(raw) -> Experiment:
         sweeps = d.get("sweeps") or []
         defenses = DefenseSpec(
             victims=convert(tuple[str, ...], d.get("victims", []), "defenses.victims"),
-            attack=parse_entry(AttackConfig, d.get("attack", {}), "defenses.attack", {}),
+            attacks=tuple(
+                parse_entry(
+                    AttackConfig,
+                    a,
+                    f"defenses.attack[{i}]" if isinstance(d.get("attack"), list) else "defenses.attack",
+                    {},
+                )
+                for i, a in enumerate(d["attack"] if isinstance(d.get("attack"), list) else [d.get("attack", {})])
+            ),
             sweeps=tuple(parse_sweep(s, f"defenses.sweeps[{i}]") for i, s in enumerate(sweeps)),
             seeds=convert(tuple[int, ...] | None, d.get("seeds"), "defenses.seeds"),
         )
@@ -290,7 +298,9 @@ def check(experiment: Experiment) -> None:
         located(f"victims[{i}]", lambda e=entry: experiment.victim_configs(e, seed))
     entries = [(f"attacks[{i}]", a) for i, a in enumerate(experiment.attacks)]
     if experiment.defenses:
-        entries.append(("defenses.attack", experiment.defenses.attack))
+        many = len(experiment.defenses.attacks) > 1
+        entries += [(f"defenses.attack[{i}]" if many else "defenses.attack", a)
+                    for i, a in enumerate(experiment.defenses.attacks)]  # fmt: skip
     for where, entry in entries:
         located(where, lambda e=entry: experiment.attack_configs(e, seed))
     for where, spec in [*((f"victims[{i}]", v) for i, v in enumerate(experiment.victims)),

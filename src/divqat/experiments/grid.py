@@ -80,7 +80,7 @@ def expand(experiment: Experiment) -> list[Job]:
         d = experiment.defenses
         if d and d.runs_on(seed):
             for name in (n for n in d.victims if n in victims):
-                for config in experiment.attack_configs(d.attack, seed):
+                for config in (c for entry in d.attacks for c in experiment.attack_configs(entry, seed)):
                     jobs.append(attack_job(victims[name], config, None))
                     jobs.extend(attack_job(victims[name], config, p) for p in defense_points(experiment))
     unique = {job.key: job for job in jobs}  # the undefended attack can appear twice
