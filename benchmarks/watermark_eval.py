@@ -233,7 +233,7 @@ def washing_table(jobs: list[dict], splits) -> None:
             accuracy = (predict_proba(model, test.images).argmax(-1) == test.labels).float().mean().item()
             rows[name].append((accuracy, a["stolen"], a["p_value"], a["matches"], a["asked"]))
     print(
-        "| wash (outlier-aware victim, rate 0.5 %, digits, soft) | clone acc % | verified | max p | matches / asked |"
+        "| wash (outlier-aware victim, rate 1 %, thief split, soft) | clone acc % | verified | max p | top-1 matches |"
     )
     print("| --- | --- | --- | --- | --- |")
     for name, got in rows.items():
