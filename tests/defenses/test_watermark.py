@@ -218,3 +218,31 @@ def test_innocent_suspects_are_flagged_at_the_stated_rate():
         flagged += a["stolen"]
     low, high = binom.interval(1 - 1e-6, 400, 0.05)
     assert low <= flagged <= high, flagged
+
+
+def onnx_file(path, input_shape, op):
+    """A tiny ONNX graph by hand: `op` of an (N, *input_shape) input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *input_shape])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"])], "suspect", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_suspects_of_the_wrong_shape_or_no_classifier_are_one_line_errors(secret, tmp_path, capsys):
+    x = images(500, seed=9)
+    victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.1)])
+    victim.query(x)
+    record = tmp_path / "r.safetensors"
+    victim.record.save(record)
+    cases = {
+        "takes inputs of shape": onnx_file(tmp_path / "rgb.onnx", [3, 8, 8], "Flatten"),
+        "not a classifier": onnx_file(tmp_path / "identity.onnx", [1, 28, 28], "Identity"),
+    }
+    for match, path in cases.items():
+        assert main(["verify", str(path), "--record", str(record)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and match in err and "Traceback" not in err, err
