@@ -161,7 +161,7 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ):
     """Is SUSPECT a clone stolen through one of the accounts? Asks it the watermarked images each
-    account was told and tests its matches with the marks (exact binomial; docs/divqat.md)."""
+    account was told and tests how high it ranks the marks (an exact rank test; docs/divqat.md)."""
     import json
 
     from divqat.verify import load_suspect

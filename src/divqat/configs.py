@@ -110,7 +110,7 @@ class VictimConfig(DivQATConfig):
     method: str = knob("divqat", "fp, ptq, qat or divqat.")
     weight_bits: int = knob(8, "Weight bits: 8 or 4.", names=("--bits",))
     activation_bits: int | None = knob(None, "Activation bits: 8 or 7; default 8 on CPUs with VNNI, else 7.")
-    epochs: int = knob(4, "QAT / DivQAT epochs (FP epochs with --method fp).")
+    epochs: int = knob(4, "QAT / DivQAT epochs (`divqat train --method fp` takes them as fp_epochs).")
     lr: float = knob(1e-4, "QAT / DivQAT learning rate.")
     fp_epochs: int = knob(10, "Epochs of FP training (when no FP model is given).")
     fp_lr: float = knob(1e-3, "FP learning rate.")

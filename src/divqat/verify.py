@@ -67,11 +67,10 @@ def verify(
         if n < 1:
             break
         images, top1, mark = t["images"][:n], t["top1"][:n], t["mark"][:n]
-        answers = torch.cat([check_answers(suspect(b), len(b), int(max(mark.max(), top1.max())) + 1)
-                             for b in images.split(batch_size)])  # fmt: skip
+        classes = record.classes or int(max(mark.max(), top1.max())) + 1
+        answers = torch.cat([check_answers(suspect(b), len(b), classes) for b in images.split(batch_size)])
         spent += n
         guess = answers.argmax(-1)
-        classes = answers.shape[1]
         matches = int((guess == mark).sum())
         disagreements = int((guess != top1).sum())
         ranks = mark_ranks(answers, top1, mark)
@@ -109,13 +108,16 @@ def rank_sum_p_value(total: int, n: int, choices: int) -> float:
     return float(min(1.0, distribution[: total + 1].sum()))
 
 
-def check_answers(answers, n: int, classes_at_least: int) -> Tensor:
-    """A suspect's answers as (n, K) scores, or a one-line error saying what it answered."""
+def check_answers(answers, n: int, classes: int) -> Tensor:
+    """A suspect's answers as (n, K) scores for the victim's K classes, or a one-line error
+    saying what it answered (another number of classes would change the null: no p-value)."""
     answers = torch.as_tensor(answers)
     if answers.ndim != 2 or len(answers) != n:
         raise DivqatError(f"the suspect is not a classifier: it answered shape {tuple(answers.shape)} for {n} images")
-    if answers.shape[1] < max(classes_at_least, 2):
-        raise DivqatError(f"the suspect answers {answers.shape[1]} classes; the record has {classes_at_least}")
+    if answers.shape[1] != classes:
+        raise DivqatError(f"the suspect answers {answers.shape[1]} classes; the victim has {classes}")
+    if not torch.isfinite(answers).all():
+        raise DivqatError("the suspect answered NaN or infinite scores")
     return answers.float()
 
 

@@ -212,8 +212,8 @@ def test_innocent_suspects_are_flagged_at_the_stated_rate():
         scores = torch.rand(30, K, generator=g) ** 3  # any suspect at all
         top1 = torch.randint(0, K, (30,), generator=g)
         mark = (top1 + 1 + torch.randint(0, K - 1, (30,), generator=g)) % K
-        record = Record(codes=[str(i) for i in range(30)], images=list(torch.zeros(30, 1, 2, 2)), top1=top1.tolist(),
-                        mark=mark.tolist())  # fmt: skip
+        record = Record(classes=K, codes=[str(i) for i in range(30)], images=list(torch.zeros(30, 1, 2, 2)),
+                        top1=top1.tolist(), mark=mark.tolist())  # fmt: skip
         (a,) = verify(lambda b, s=scores: s[: len(b)], {"x": record}, significance=0.05)["accounts"]
         flagged += a["stolen"]
     low, high = binom.interval(1 - 1e-6, 400, 0.05)
@@ -246,3 +246,31 @@ def test_suspects_of_the_wrong_shape_or_no_classifier_are_one_line_errors(secret
         assert main(["verify", str(path), "--record", str(record)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and match in err and "Traceback" not in err, err
+
+
+def test_suspects_that_cannot_be_tested_exactly_are_refused(secret):
+    """Another number of classes changes the null, NaN scores would rank every mark first: no p-value."""
+    x = images(500, seed=10)
+    victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.1)])
+    victim.query(x)
+    record = {"a": victim.record}
+    assert victim.record.classes == K
+    with pytest.raises(DivqatError, match="answers 20 classes; the victim has 10"):
+        verify(lambda b: torch.rand(len(b), 20), record)
+    with pytest.raises(DivqatError, match="NaN or infinite"):
+        verify(lambda b: torch.full((len(b), K), float("nan")), record)
+
+
+def test_the_watermark_comes_last_and_once(secret):
+    from divqat.defenses.chain import build_chain
+
+    mark = f"watermark:rate=0.1,secret_file={secret}"
+    assert [d.name for d in build_chain(["reverse-sigmoid", mark, "top-k"])] == [
+        "reverse-sigmoid",
+        "watermark",
+        "top-k",
+    ]
+    with pytest.raises(DivqatError, match="after random-noise"):
+        build_chain([mark, "random-noise"])
+    with pytest.raises(DivqatError, match="one watermark"):
+        build_chain([mark, mark])

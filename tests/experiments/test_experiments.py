@@ -62,6 +62,10 @@ def write(tmp_path, config) -> object:
         (lambda c: c["defenses"]["sweeps"][0].update(name="blur"), "defenses.sweeps[0].name"),
         (lambda c: c.pop("victims"), "config.victims"),
         (lambda c: c["victim"].update(dataset="imagenet"), "victim.dataset"),
+        (
+            lambda c: c["victims"].append({"name": "qat-again", "method": "qat"}),
+            "qat and qat-again are the same victim",
+        ),
         (lambda c: c["attacks"][0].update(victims=["ghost"]), "attacks[0].victims[0]"),
         (lambda c: c["victims"][1].update(seeds=[7]), "victims[1].seeds"),
     ],
@@ -100,7 +104,8 @@ def test_grid_shape():
     assert {j.labels["victim"] for j in jobs if j.level == "attack"} == {"qat"}
     with_fp = json.loads(json.dumps(TINY))
     with_fp["victims"].append({"name": "fp", "method": "fp"})
-    attacks_on_fp = [j for j in expand(parse_experiment(with_fp)) if j.labels["victim"] == "fp"]
+    with_fp["victims"][-1]["name"] = "float"  # an FP victim keeps its own name in its attacks' labels
+    attacks_on_fp = [j for j in expand(parse_experiment(with_fp)) if j.labels["victim"] == "float"]
     assert attacks_on_fp and all(j.need_dirs[0].startswith("fp-") for j in attacks_on_fp if j.level == "attack")
 
 

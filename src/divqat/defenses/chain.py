@@ -47,4 +47,16 @@ def build_chain(
         if i == len(words) - 1:
             params = {**params, **(last_params or {})}
         chain.append(create_defense(name, params, seed=seed))
+    check_watermark_last(chain)
     return tuple(chain)
+
+
+def check_watermark_last(chain) -> None:
+    """At most one watermark, and after it only defenses that keep the top-1: what it records is
+    then what the client receives."""
+    marks = [i for i, d in enumerate(chain) if d.name == "watermark"]
+    if len(marks) > 1:
+        raise DivqatError("one watermark per chain")
+    if marks and not all(d.keeps_argmax for d in chain[marks[0] + 1 :]):
+        later = ", ".join(d.name for d in chain[marks[0] + 1 :] if not d.keeps_argmax)
+        raise DivqatError(f"the watermark must come after {later}: it changes the top-1 the watermark recorded")

@@ -66,6 +66,7 @@ class Marks:
     codes: list[str]  # hex digests of the selected rows' coarse codes (the record's keys)
     top1: Tensor  # (n_selected,) the victim's answer before the watermark
     mark: Tensor  # (n_selected,) the class answered instead
+    classes: int  # K, the victim's number of classes
 
 
 @register_defense("watermark")
@@ -79,6 +80,11 @@ class Watermark(Defense):
     def __post_init__(self):
         check_range(self, "rate", 0.0, 0.5)
         self._key = read_secret(self.secret_file)
+
+    def fingerprint(self) -> str:
+        """Names the secret without revealing it (an HMAC of a constant): results made with
+        another secret are never taken for these."""
+        return hmac.new(self._key, b"divqat watermark id", hashlib.sha256).hexdigest()[:16]
 
     def __repr__(self) -> str:  # never the key
         return f"Watermark(rate={self.rate}, secret_file={self.secret_file!r})"
@@ -100,6 +106,8 @@ class Watermark(Defense):
         cells = self.codes(images)
         top1 = probs.argmax(-1).cpu()
         k = probs.shape[-1]
+        if k < 2:
+            raise DivqatError("defense 'watermark' needs at least 2 classes")
         chosen, digests, marks = [], [], []
         for row in cells.numpy():
             digest = hmac.new(self._key, row.astype("<i8").tobytes(), hashlib.sha256).digest()
@@ -111,7 +119,7 @@ class Watermark(Defense):
         marks = (top1[selected] + 1 + offsets) % k
         # A code's name in the record: a hash of the digest, so the record reveals nothing of the key.
         names = [hashlib.sha256(d).hexdigest()[:32] for d in picked]
-        return Marks(selected, names, top1[selected], marks)
+        return Marks(selected, names, top1[selected], marks, k)
 
     def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
         marks = self.select(probs, images)
@@ -139,12 +147,14 @@ class Record:
     mark answered, one row per distinct code, the first `limit` of them."""
 
     limit: int = RECORD_LIMIT
+    classes: int = 0  # the victim's number of classes (0: not known yet)
     codes: list[str] = field(default_factory=list)
     images: list[Tensor] = field(default_factory=list)
     top1: list[int] = field(default_factory=list)
     mark: list[int] = field(default_factory=list)
 
     def add(self, images: Tensor, marks: Marks) -> None:
+        self.classes = self.classes or marks.classes
         known = set(self.codes)
         for image, code, top, mark in zip(
             images[marks.selected], marks.codes, marks.top1.tolist(), marks.mark.tolist(), strict=True
@@ -170,7 +180,8 @@ class Record:
         }
 
     def save(self, path: Path) -> None:
-        save_file(self.tensors(), str(path), metadata={"codes": ",".join(self.codes), "limit": str(self.limit)})
+        meta = {"codes": ",".join(self.codes), "limit": str(self.limit), "classes": str(self.classes)}
+        save_file(self.tensors(), str(path), metadata=meta)
 
     @classmethod
     def load(cls, path: Path) -> "Record":
@@ -187,7 +198,11 @@ class Record:
         codes = [c for c in meta.get("codes", "").split(",") if c]
         if set(tensors) != {"images", "top1", "mark"} or len(codes) != len(tensors["top1"]):
             raise DivqatError(f"{path}: not a watermark record")
+        if codes and len(tensors["images"]) != len(codes):
+            raise DivqatError(f"{path}: not a watermark record")
+        try:
+            limit, classes = int(meta.get("limit", RECORD_LIMIT)), int(meta.get("classes", 0))
+        except ValueError:
+            raise DivqatError(f"{path}: not a watermark record") from None
         images = list(tensors["images"]) if codes else []
-        return cls(
-            int(meta.get("limit", RECORD_LIMIT)), codes, images, tensors["top1"].tolist(), tensors["mark"].tolist()
-        )
+        return cls(limit, classes, codes, images, tensors["top1"].tolist(), tensors["mark"].tolist())

@@ -86,7 +86,7 @@ def show(value) -> str:
 @dataclass(frozen=True)
 class DefenseSweep:
     name: str
-    params: dict[str, float | str] = field(default_factory=dict)
+    params: dict[str, float | str | bool] = field(default_factory=dict)
     values: dict[str, tuple[float, ...]] = field(default_factory=dict)  # one key: the swept parameter
 
 
@@ -266,7 +266,7 @@ def parse_sweep(raw, where: str) -> DefenseSweep:
         raise DivqatError(f"{where}.name: required field is missing")
     return DefenseSweep(
         name=convert(str, raw["name"], f"{where}.name"),
-        params=convert(dict[str, float | str], raw.get("params", {}), f"{where}.params"),
+        params=convert(dict[str, float | str | bool], raw.get("params", {}), f"{where}.params"),
         values=convert(dict[str, tuple[float, ...]], raw.get("values", {}), f"{where}.values"),
     )
 
@@ -309,6 +309,11 @@ def check(experiment: Experiment) -> None:
         need(not extra, f"{where}.seeds", f"seeds {extra} are not among the experiment's seeds")
     known = experiment.victim_names()
     need(len(set(known)) == len(known), "victims", f"victim names must be unique (got {', '.join(known)})")
+    made = {}
+    for entry in experiment.victims:
+        for name, _, config in experiment.victim_configs(entry, seed):
+            twin = made.setdefault(config, name)
+            need(twin == name, "victims", f"{twin} and {name} are the same victim (the same config): keep one")
     listing = ", ".join(known)
     for i, a in enumerate(experiment.attacks):
         for j, name in enumerate(a.victims or ()):

@@ -6,6 +6,7 @@ configs (experiments/jobs.py), so the undefended attack of a defense sweep is th
 """
 
 import dataclasses
+import json
 
 from divqat.configs import AttackConfig, VictimConfig
 from divqat.experiments.config import Experiment
@@ -33,15 +34,17 @@ def thief_variant(config: AttackConfig) -> str:
     return "+".join(parts) or "plain"
 
 
-def attack_job(victim: Job, config: AttackConfig, defense: dict | None) -> Job:
+def attack_job(victim: Job, config: AttackConfig, defense: dict | None, name: str) -> Job:
+    """An attack on `victim` (its name in the config: an FP victim's job is the shared FP model's)."""
     labels = {
         "seed": victim.labels["seed"],
-        "victim": victim.labels["victim"],
+        "victim": name,
         "kind": "defense" if defense else "attack",
         "variant": thief_variant(config),
         "defense": defense["name"] if defense else "none",
         "defense_param": defense["param"] if defense else None,
         "defense_value": defense["value"] if defense else 0.0,
+        "defense_params": json.dumps(defense["params"], sort_keys=True) if defense else None,
     }
     spec = {"attack": dataclasses.asdict(config), "defense": defense}
     return make_job("attack", labels, spec, (victim,))
@@ -51,7 +54,18 @@ def defense_points(experiment: Experiment):
     for sweep in experiment.defenses.sweeps:
         ((param, values),) = sweep.values.items()
         for value in values:
-            yield {"name": sweep.name, "params": {**sweep.params, param: value}, "param": param, "value": value}
+            point = {"name": sweep.name, "params": {**sweep.params, param: value}, "param": param, "value": value}
+            yield point | secret_id(point)
+
+
+def secret_id(point: dict) -> dict:
+    """A defense keyed by a secret file is keyed in the job's hash by the secret, not its path:
+    replacing the file never reuses results made with the old secret."""
+    if point["name"] != "watermark":
+        return {}
+    from divqat.defenses import create_defense
+
+    return {"secret": create_defense("watermark", point["params"]).fingerprint()}
 
 
 def expand(experiment: Experiment) -> list[Job]:
@@ -62,26 +76,26 @@ def expand(experiment: Experiment) -> list[Job]:
         for entry in experiment.victims:
             if not entry.runs_on(seed):
                 continue
-            for name, point, config in experiment.victim_configs(entry, seed):
+            for name, _, config in experiment.victim_configs(entry, seed):
                 fp_spec = dataclasses.asdict(fp_config(config))
                 fp = make_job("fp", {"seed": seed, "victim": "fp", "form": "fp"}, fp_spec)
                 fps.setdefault(fp.key, fp)
                 if config.method == "fp":
                     victims[name] = fps[fp.key]
                     continue
-                labels = {"seed": seed, "victim": name, "form": entry.name, "sweep": point}
+                labels = {"seed": seed, "victim": name, "form": entry.name}
                 victims[name] = make_job("victim", labels, dataclasses.asdict(config), (fps[fp.key],))
         jobs.extend(fps.values())
         jobs.extend(j for j in victims.values() if j.level == "victim")
         for name, victim in victims.items():
             for entry in experiment.attacks:
                 if (entry.victims is None or name in entry.victims) and entry.runs_on(seed):
-                    jobs.extend(attack_job(victim, c, None) for c in experiment.attack_configs(entry, seed))
+                    jobs.extend(attack_job(victim, c, None, name) for c in experiment.attack_configs(entry, seed))
         d = experiment.defenses
         if d and d.runs_on(seed):
             for name in (n for n in d.victims if n in victims):
                 for config in (c for entry in d.attacks for c in experiment.attack_configs(entry, seed)):
-                    jobs.append(attack_job(victims[name], config, None))
-                    jobs.extend(attack_job(victims[name], config, p) for p in defense_points(experiment))
+                    jobs.append(attack_job(victims[name], config, None, name))
+                    jobs.extend(attack_job(victims[name], config, p, name) for p in defense_points(experiment))
     unique = {job.key: job for job in jobs}  # the undefended attack can appear twice
     return list(unique.values())

@@ -16,6 +16,7 @@ reported: the benchmarks measure them on an idle machine (docs/benchmarks.md).
 import csv
 import dataclasses
 import html
+import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from divqat.errors import DivqatError  # noqa: E402
 from divqat.experiments.jobs import INDEX  # noqa: E402
 from divqat.files import read_json  # noqa: E402
 
-LABELS = ("level", "job", "seed", "victim", "form", "kind", "variant", "defense", "defense_param", "defense_value")
+LABELS = ("level", "job", "seed", "victim", "form", "kind", "variant", "defense", "defense_param", "defense_value",
+          "defense_params")  # fmt: skip
 THIEF = tuple(f"attack.{name}" for name in thief_fields())
 OBJECTIVE = {f"victim.{f.name}" for f in dataclasses.fields(DivQATConfig)}
 
@@ -85,7 +87,10 @@ def tidy_rows(out: Path) -> list[dict]:
         if not path.is_file():
             continue
         row = {"level": level, "job": entry["directory"], **entry["labels"]}
-        row.pop("sweep", None)
+        if level == "attack" and entry["spec"]["defense"]:
+            d = entry["spec"]["defense"]
+            fixed = {k: v for k, v in d["params"].items() if k != d["param"]}
+            row["defense_params_fixed"] = json.dumps(fixed, sort_keys=True)
         if level == "attack":
             victim = victim_specs.get((entry.get("needs") or [None])[0], {})
             row |= victim_columns(victim)
@@ -311,8 +316,8 @@ def defense_table(rows: list[dict]) -> Table:
     describe = Describer(defended + plain)
     none = group(plain, "victim", *THIEF)
     out = []
-    groups = group(defended, "victim", "defense", "defense_param", "defense_value", *THIEF)
-    for (victim, name, param, value, *key), got in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    groups = group(defended, "victim", "defense", "defense_params", "defense_param", "defense_value", *THIEF)
+    for (victim, name, _, param, value, *key), got in sorted(groups.items(), key=lambda kv: str(kv[0])):
         seeds = {r["seed"] for r in got}
         base = [r for r in none.get((victim, *key), []) if r["seed"] in seeds]
         out.append([victim, f"{name} {param}={value:g}", describe(tuple(key)),
@@ -454,27 +459,31 @@ def plot_sweeps(rows: list[dict], path: Path, baseline: str) -> bool:
 
 
 def plot_defenses(rows: list[dict], path: Path, baseline: str) -> bool:
-    """Defender against thief accuracy per defense; "none" is drawn from the seeds the defenses ran on."""
+    """Defender against thief accuracy: a panel per defense and swept parameter (its fixed
+    parameters alike), a curve per victim and thief, never a mean over thieves; "none" is drawn
+    from the seeds the defense ran on."""
     defended, plain = defense_rows(rows)
-    names = sorted({r["defense"] for r in defended})
-    if not names:
+    panels = group(defended, "defense", "defense_param", "defense_params_fixed")
+    if not panels:
         return False
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        own = [r for r in defended if r["defense"] == name]
-        for victim in sorted({r["victim"] for r in own}, key=make_order(baseline)):
-            for labels in sorted({r["attack.labels"] for r in own if r["victim"] == victim}):
-                mine = [r for r in own if r["victim"] == victim and r["attack.labels"] == labels]
-                wanted = {(r["seed"], thief(r)) for r in mine}
-                base = [r for r in plain if r["victim"] == victim and (r["seed"], thief(r)) in wanted]
-                pts = group(base + mine, "defense_value")
-                keys = sorted(pts)
-                xs = [100 * statistics.mean(r["defended_accuracy"] for r in pts[k]) for k in keys]
-                ys = [100 * statistics.mean(r["surrogate_accuracy"] for r in pts[k]) for k in keys]
-                ax.plot(xs, ys, marker="o", linestyle="-" if labels == "soft" else "--", label=f"{victim} ({labels})")
-        ax.set(title=name, xlabel="defender accuracy %", ylabel="attacker accuracy %")
+    describe = Describer(defended + plain)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for ax, ((name, param, _), own) in zip(axes[0], sorted(panels.items(), key=str), strict=True):
+        for (victim, *key), mine in sorted(group(own, "victim", *THIEF).items(), key=str):
+            wanted = {(r["seed"], thief(r)) for r in mine}
+            base = [r for r in plain if r["victim"] == victim and (r["seed"], thief(r)) in wanted]
+            values = sorted({r["defense_value"] for r in mine})
+            xs = [100 * statistics.mean(r["defended_accuracy"] for r in base)] if base else []
+            ys = [100 * statistics.mean(r["surrogate_accuracy"] for r in base)] if base else []
+            for v in values:
+                at = [r for r in mine if r["defense_value"] == v]
+                xs.append(100 * statistics.mean(r["defended_accuracy"] for r in at))
+                ys.append(100 * statistics.mean(r["surrogate_accuracy"] for r in at))
+            hard = dict(zip(THIEF, key, strict=True))["attack.labels"] == "hard"
+            ax.plot(xs, ys, marker="o", linestyle="--" if hard else "-", label=f"{victim}: {describe(tuple(key))}")
+        ax.set(title=f"{name} ({param})", xlabel="defender accuracy %", ylabel="attacker accuracy %")
         ax.grid(alpha=0.3)
-        legend(ax, fontsize=8)
+        legend(ax, fontsize=7)
     return save(fig, path)
 
 

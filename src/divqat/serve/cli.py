@@ -66,7 +66,10 @@ def serve(
     config = prada_config(prada_delta) if prada else None
     defenses = build_defenses(run_dir, defense or [], defense_param or [], data_root, seed)
     if watermark is not None or secret_file is not None:
+        from divqat.defenses.chain import check_watermark_last
+
         defenses = (*defenses, watermark_defense(watermark, secret_file))
+        check_watermark_last(defenses)
     listener = listen(host, port)
     import uvicorn
 

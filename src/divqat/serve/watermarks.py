@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS watermarks (
     shape TEXT NOT NULL,                 -- "C,H,W"
     top1 INTEGER NOT NULL,               -- the model's own answer
     mark INTEGER NOT NULL,               -- the class the key was told
+    classes INTEGER NOT NULL,            -- the model's number of classes
     PRIMARY KEY (key_id, code)
 );
 """
@@ -37,13 +38,19 @@ def save(con: sqlite3.Connection, key_rowid: int, images: np.ndarray, marks: Mar
     if not marks.selected.any():
         return
     have = con.execute("SELECT COUNT(*) FROM watermarks WHERE key_id = ?", (key_rowid,)).fetchone()[0]
+    placeholders = f"({','.join('?' * len(marks.codes))})"
+    known = {c for (c,) in con.execute(f"SELECT code FROM watermarks WHERE key_id = ? AND code IN {placeholders}",
+                                       (key_rowid, *marks.codes))}  # fmt: skip
     rows = []
     chosen = images[marks.selected.numpy()]
     for image, code, top, mark in zip(chosen, marks.codes, marks.top1.tolist(), marks.mark.tolist(), strict=True):
+        if code in known:  # told before: the record keeps the first time
+            continue
+        known.add(code)
         shape = ",".join(map(str, image.shape))
-        rows.append((key_rowid, code, np.ascontiguousarray(image, "<f4").tobytes(), shape, top, mark))
+        rows.append((key_rowid, code, np.ascontiguousarray(image, "<f4").tobytes(), shape, top, mark, marks.classes))
     con.executemany(
-        "INSERT OR IGNORE INTO watermarks (key_id, code, image, shape, top1, mark) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO watermarks (key_id, code, image, shape, top1, mark, classes) VALUES (?, ?, ?, ?, ?, ?, ?)",
         rows[: max(0, limit - have)],
     )
 
@@ -54,8 +61,9 @@ def load(con: sqlite3.Connection, key_rowid: int) -> Record:
     from divqat.defenses.watermark import Record
 
     record = Record()
-    query = "SELECT code, image, shape, top1, mark FROM watermarks WHERE key_id = ? ORDER BY rowid"
-    for code, blob, shape, top, mark in con.execute(query, (key_rowid,)):
+    query = "SELECT code, image, shape, top1, mark, classes FROM watermarks WHERE key_id = ? ORDER BY rowid"
+    for code, blob, shape, top, mark, classes in con.execute(query, (key_rowid,)):
+        record.classes = classes
         dims = tuple(int(d) for d in shape.split(","))
         record.codes.append(code)
         record.images.append(torch.from_numpy(np.frombuffer(blob, "<f4").reshape(dims).copy()))
