@@ -158,12 +158,17 @@ def test_the_secret_appears_in_no_parameter_or_representation(secret):
     assert secret.read_bytes().hex() not in text and "\\x00\\x01" not in text and str(secret) in text
 
 
-def test_bad_suspects_are_one_line_errors(secret, tmp_path, capsys):
-    x = images(500, seed=8)
+def saved_record(secret, tmp_path, seed: int):
+    """What a stand-in victim told one account about 500 images, saved as a grid's attack saves it."""
     victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.1)])
-    victim.query(x)
-    record = tmp_path / "r.safetensors"
-    victim.record.save(record)
+    victim.query(images(500, seed=seed))
+    path = tmp_path / "r.safetensors"
+    victim.record.save(path)
+    return path
+
+
+def test_bad_suspects_are_one_line_errors(secret, tmp_path, capsys):
+    record = saved_record(secret, tmp_path, seed=8)
     not_onnx = tmp_path / "model.onnx"
     not_onnx.write_bytes(b"not a protobuf")
     cases = {
@@ -233,11 +238,7 @@ def onnx_file(path, input_shape, op):
 
 
 def test_suspects_of_the_wrong_shape_or_no_classifier_are_one_line_errors(secret, tmp_path, capsys):
-    x = images(500, seed=9)
-    victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.1)])
-    victim.query(x)
-    record = tmp_path / "r.safetensors"
-    victim.record.save(record)
+    record = saved_record(secret, tmp_path, seed=9)
     cases = {
         "takes inputs of shape": onnx_file(tmp_path / "rgb.onnx", [3, 8, 8], "Flatten"),
         "not a classifier": onnx_file(tmp_path / "identity.onnx", [1, 28, 28], "Identity"),
