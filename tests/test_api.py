@@ -50,3 +50,12 @@ def test_bad_inputs_are_divqat_errors(data, tmp_path):
         api.defense("blur")
     with pytest.raises(DivqatError, match="not a divqat run directory"):
         api.steal(tmp_path, data, budget=10)
+
+
+def test_the_default_pool_works_on_your_own_data(data):
+    """A user's data has no registered out-of-distribution pair: `ood` is the digits at its shape
+    (it was "unknown dataset 'custom'", so the module docstring's example failed)."""
+    from divqat.data.pools import query_pool
+
+    pool = query_pool("ood", data)
+    assert pool.images.shape[1:] == data.input_shape and len(pool) == 1797

@@ -67,6 +67,29 @@ def steps_past_quant_max(run) -> callable:
     return measure
 
 
+LOAD_IN_ONNXRUNTIME = """
+import sys, onnxruntime
+onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+"""
+
+
+def test_the_deployed_file_loads_in_plain_onnxruntime_without_a_warning(run_dirs):
+    """What the README promises: model.onnx runs in onnxruntime without divqat, and says nothing
+    (the exporter left initializers no node used: onnxruntime warned about each, in colour)."""
+    import subprocess
+    import sys
+
+    import onnx
+
+    for name, run in run_dirs.items():
+        model = onnx.load(str(run / "model.onnx"))
+        used = {i for node in model.graph.node for i in node.input}
+        assert [t.name for t in model.graph.initializer if t.name not in used] == [], name
+        proc = subprocess.run([sys.executable, "-c", LOAD_IN_ONNXRUNTIME, str(run / "model.onnx")],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0 and proc.stderr == "" and proc.stdout == "", (name, proc.stderr[:300])
+
+
 def test_metrics_file(run_dirs):
     m = artifacts.read_json(run_dirs["divqat"] / artifacts.METRICS)
     for key in (

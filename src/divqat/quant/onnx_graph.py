@@ -100,5 +100,26 @@ def dequantize(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> np.ndarra
 def rewrite_for_onnxruntime(model: onnx.ModelProto, activation_bits: int) -> onnx.ModelProto:
     clamp_activations(model, activation_bits)
     fold_float_weights(model)
+    drop_unused_initializers(model)
     onnx.checker.check_model(model)
     return model
+
+
+def node_inputs(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node reads, in this graph and in the subgraphs of its nodes (If, Loop...)."""
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs]:
+                names |= node_inputs(sub)
+    return names
+
+
+def drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """Initializers no node reads (left by the exporter and by folding): onnxruntime warns about
+    each one, in colour, when a user loads the file."""
+    used = node_inputs(model.graph) | {o.name for o in model.graph.output}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)

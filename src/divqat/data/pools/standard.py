@@ -9,7 +9,7 @@ from divqat.data.augment import sample_with_augmentation
 from divqat.data.digits import digits
 from divqat.data.imageset import ImageSet
 from divqat.data.pools.registry import register_pool
-from divqat.data.registry import get_dataset
+from divqat.data.registry import DATASETS, get_dataset
 from divqat.data.splits import Splits, load_splits
 from divqat.errors import DivqatError
 
@@ -21,8 +21,9 @@ def thief_split(splits: Splits, data_root: Path | None) -> ImageSet:
 
 @register_pool("ood")
 def paired_dataset(splits: Splits, data_root: Path | None) -> ImageSet:
-    """Digits for (Fashion-)MNIST-sized victims, else the protocol's pair (CIFAR-10 -> CIFAR-100...)."""
-    name = get_dataset(splits.dataset).ood_pool
+    """Digits for (Fashion-)MNIST-sized victims, else the protocol's pair (CIFAR-10 -> CIFAR-100...);
+    a user's own data (divqat.api.dataset, no registered pair) gets the digits at its shape."""
+    name = get_dataset(splits.dataset).ood_pool if splits.dataset in DATASETS else "digits"
     channels, size, _ = splits.input_shape
     if name == "digits":
         return ImageSet(digits(size, channels).images, torch.full((1797,), -1))
