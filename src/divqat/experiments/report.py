@@ -326,6 +326,8 @@ def defense_table(rows: list[dict]) -> Table:
                     f"{statistics.mean(r['defense_l1'] for r in got):.3f}", proof(got)])  # fmt: skip
     headers = ["victim", "defense", "thief", "defender acc %", "thief acc %", "thief acc, no defense %", "mean L1",
                "clone verified (watermark)"]  # fmt: skip
+    if all(row[-1] == "-" for row in out):  # no watermark in this grid: no column for it
+        headers, out = headers[:-1], [row[:-1] for row in out]
     return Table("Post-hoc defenses (each thief its own row; answer times: docs/benchmarks.md)", headers, out)
 
 
