@@ -147,9 +147,9 @@ def load_suspect(target: str, *, url: str | None = None, key: str | None = None)
 
 
 def guarded(model, name: str) -> Suspect:
+    expected = tuple(model.session.get_inputs()[0].shape[1:])
+
     def answer(images: Tensor) -> Tensor:
-        inputs = model.session.get_inputs()[0]
-        expected = tuple(inputs.shape[1:])
         if all(isinstance(d, int) for d in expected) and expected != tuple(images.shape[1:]):
             raise DivqatError(
                 f"{name} takes inputs of shape (N, {expected}), the record holds {tuple(images.shape[1:])}"

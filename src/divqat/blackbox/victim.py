@@ -29,11 +29,15 @@ class BudgetExceeded(DivqatError):
 
 def defend(probs: Tensor, images: Tensor, defenses: Sequence[Defense], record: Record | None = None) -> Tensor:
     """The victim's answers as a client receives them: each defense in order. A watermark's
-    marks on this batch go to `record` (what this account was told), when one is kept."""
+    marks on this batch go to `record` (anything with `add(images, marks)`: what this account
+    was told), when one is kept; they are selected once, for the record and the answer alike."""
     for defense in defenses:
         if record is not None and isinstance(defense, Watermark):
-            record.add(images, defense.select(probs, images))
-        probs = defense(probs, images)
+            marks = defense.select(probs, images)
+            record.add(images, marks)
+            probs = defense.apply(probs, marks)
+        else:
+            probs = defense(probs, images)
     return probs
 
 

@@ -122,7 +122,10 @@ class Watermark(Defense):
         return Marks(selected, names, top1[selected], marks, k)
 
     def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
-        marks = self.select(probs, images)
+        return self.apply(probs, self.select(probs, images))
+
+    def apply(self, probs: Tensor, marks: Marks) -> Tensor:
+        """The answers with a batch's marks (from `select` on the same probabilities) put on them."""
         if not marks.selected.any():
             return probs
         out = probs.clone()

@@ -293,9 +293,10 @@ def check(experiment: Experiment) -> None:
     seed = experiment.seeds[0]
     located("victim", lambda: victim_config(**experiment.victim, seed=seed))
     located("attack", lambda: AttackConfig(**experiment.attack, seed=seed))
+    made = []  # (name, config) of every victim, made once here
     for i, entry in enumerate(experiment.victims):
         need(bool(entry.name), f"victims[{i}].name", "required field is missing")
-        located(f"victims[{i}]", lambda e=entry: experiment.victim_configs(e, seed))
+        made += [(n, c) for n, _, c in located(f"victims[{i}]", lambda e=entry: experiment.victim_configs(e, seed))]
     entries = [(f"attacks[{i}]", a) for i, a in enumerate(experiment.attacks)]
     if experiment.defenses:
         many = len(experiment.defenses.attacks) > 1
@@ -309,11 +310,10 @@ def check(experiment: Experiment) -> None:
         need(not extra, f"{where}.seeds", f"seeds {extra} are not among the experiment's seeds")
     known = experiment.victim_names()
     need(len(set(known)) == len(known), "victims", f"victim names must be unique (got {', '.join(known)})")
-    made = {}
-    for entry in experiment.victims:
-        for name, _, config in experiment.victim_configs(entry, seed):
-            twin = made.setdefault(config, name)
-            need(twin == name, "victims", f"{twin} and {name} are the same victim (the same config): keep one")
+    first = {}
+    for name, config in made:
+        twin = first.setdefault(config, name)
+        need(twin == name, "victims", f"{twin} and {name} are the same victim (the same config): keep one")
     listing = ", ".join(known)
     for i, a in enumerate(experiment.attacks):
         for j, name in enumerate(a.victims or ()):

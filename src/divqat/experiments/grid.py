@@ -70,6 +70,7 @@ def secret_id(point: dict) -> dict:
 
 def expand(experiment: Experiment) -> list[Job]:
     jobs: list[Job] = []
+    points = list(defense_points(experiment)) if experiment.defenses else []
     for seed in experiment.seeds:
         fps: dict[str, Job] = {}
         victims: dict[str, Job] = {}
@@ -96,6 +97,6 @@ def expand(experiment: Experiment) -> list[Job]:
             for name in (n for n in d.victims if n in victims):
                 for config in (c for entry in d.attacks for c in experiment.attack_configs(entry, seed)):
                     jobs.append(attack_job(victims[name], config, None, name))
-                    jobs.extend(attack_job(victims[name], config, p, name) for p in defense_points(experiment))
+                    jobs.extend(attack_job(victims[name], config, p, name) for p in points)
     unique = {job.key: job for job in jobs}  # the undefended attack can appear twice
     return list(unique.values())

@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from divqat.configs import AttackConfig, DivQATConfig, VictimConfig, thief_fields  # noqa: E402
 from divqat.errors import DivqatError  # noqa: E402
 from divqat.experiments.jobs import INDEX  # noqa: E402
-from divqat.files import read_json  # noqa: E402
+from divqat.files import METRICS, RESULT, read_json  # noqa: E402
 
 LABELS = ("level", "job", "seed", "victim", "form", "kind", "variant", "defense", "defense_param", "defense_value",
           "defense_params")  # fmt: skip
@@ -83,7 +83,7 @@ def tidy_rows(out: Path) -> list[dict]:
     rows = []
     for entry in index:
         level = entry["level"]
-        path = out / "jobs" / entry["directory"] / ("result.json" if level == "attack" else "metrics.json")
+        path = out / "jobs" / entry["directory"] / (RESULT if level == "attack" else METRICS)
         if not path.is_file():
             continue
         row = {"level": level, "job": entry["directory"], **entry["labels"]}
@@ -168,11 +168,10 @@ def undefended(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["level"] == "attack" and r["defense"] == "none"]
 
 
-def best_per_seed(rows: list[dict], thieves: set | None = None, seeds: set | None = None) -> dict[int, float]:
+def best_per_seed(rows: list[dict]) -> dict[int, float]:
     best: dict[int, float] = {}
     for r in rows:
-        if (thieves is None or thief(r) in thieves) and (seeds is None or r["seed"] in seeds):
-            best[r["seed"]] = max(best.get(r["seed"], 0.0), r["surrogate_accuracy"])
+        best[r["seed"]] = max(best.get(r["seed"], 0.0), r["surrogate_accuracy"])
     return best
 
 

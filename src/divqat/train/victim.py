@@ -5,12 +5,12 @@ fake-quantized PT2E graph) and the objective (CE or the DivQAT loss).
 """
 
 import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from divqat.configs import DivQATConfig, VictimConfig
+from divqat.configs import VictimConfig
 from divqat.data import Splits
 from divqat.data.outliers import make_outliers
 from divqat.device import default_device
@@ -22,12 +22,8 @@ from divqat.train.objectives import DivQATLoss
 
 
 def objective(config: VictimConfig):
-    """CE for FP, PTQ and QAT; the DivQAT loss (the config's objective fields) for DivQAT."""
-    return (
-        DivQATLoss(DivQATConfig(**{f.name: getattr(config, f.name) for f in fields(DivQATConfig)}))
-        if (config.method == "divqat")
-        else cross_entropy
-    )
+    """CE for FP, PTQ and QAT; for DivQAT, the DivQAT loss of the config (a VictimConfig is a DivQATConfig)."""
+    return DivQATLoss(config) if config.method == "divqat" else cross_entropy
 
 
 def quant_config(config: VictimConfig) -> QuantConfig:
