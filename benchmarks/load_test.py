@@ -153,7 +153,7 @@ def main() -> None:
     keys += [
         {"key": f"client-b{b}-{i:02d}", "budget": args.requests * b} for b in args.batches for i in range(args.clients)
     ]
-    keys += [{"key": "race-key-0001", "budget": RACE_BUDGET}]
+    keys += [{"key": "race-key-0001-0123456789abcdef012", "budget": RACE_BUDGET}]
     results, failures = {}, []
     with tempfile.TemporaryDirectory(prefix="divqat-load-") as tmp:
         workdir = Path(tmp)
@@ -168,7 +168,7 @@ def main() -> None:
                 # Against the best in-process figure: one session with a thread per core (threads 0).
                 results[b]["in_process_images_per_s"] = in_process_images_per_s(args.victim, images, 0)
             race_body = encode_images(rng.random((RACE_BATCH, *model.input_shape), dtype=np.float32))
-            race = run_phase(url, ["race-key-0001"] * args.clients, race_body, 20, args.max_seconds, proc.pid)
+            race = run_phase(url, ["race-key-0001-0123456789abcdef012"] * args.clients, race_body, 20, args.max_seconds, proc.pid)
         finally:
             proc.terminate()
             try:

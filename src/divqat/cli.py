@@ -145,7 +145,9 @@ def verify(
     suspect: Annotated[
         str | None, typer.Argument(help="An ONNX file or a divqat run directory (or --url for a served model).")
     ] = None,
-    db: Annotated[Path | None, typer.Option(help="The key database of `divqat serve --watermark`.")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="The key database of `divqat serve --watermark` (file or postgresql://).")
+    ] = None,
     key: Annotated[
         list[str] | None, typer.Option(help="Verify these accounts only (key ids, as `divqat keys list` shows).")
     ] = None,

@@ -19,12 +19,12 @@ from divqat.wire import encode_images
 
 LIMITS = Limits(max_batch=64, max_body_bytes=2 * 2**20)
 KEYS = [
-    spec("alice-key-0001", 100_000),
-    spec("topk-key-0001", 1000, "top-k:3"),
-    spec("label-key-001", 1000, "label"),
-    spec("small-key-001", 10),
-    spec("shared-key-01", 50),
-    spec("revoked-key-01", 1000),
+    spec("alice-key-0001-0123456789abcdef012", 100_000),
+    spec("topk-key-0001-0123456789abcdef012", 1000, "top-k:3"),
+    spec("label-key-001-0123456789abcdef012", 1000, "label"),
+    spec("small-key-001-0123456789abcdef012", 10),
+    spec("shared-key-01-0123456789abcdef012", 50),
+    spec("revoked-key-01-0123456789abcdef012", 1000),
 ]
 
 
@@ -32,7 +32,7 @@ KEYS = [
 def server(victim_dir, tmp_path_factory):
     db = tmp_path_factory.mktemp("db") / "keys.db"
     app = create_app(victim_dir, db, keys=KEYS, limits=LIMITS)
-    KeyStore(db).revoke("revoked-key-01")
+    KeyStore(db).revoke("revoked-key-01-0123456789abcdef012")
     with running(app) as url:
         yield url
 
@@ -54,34 +54,34 @@ def used(url, key) -> int:
 
 def test_predictions_equal_the_onnx_model_in_both_forms(server, reference, images):
     expected = reference.predict_proba(images).numpy()
-    before = used(server, "alice-key-0001")
-    with client(server, "alice-key-0001") as c:
+    before = used(server, "alice-key-0001-0123456789abcdef012")
+    with client(server, "alice-key-0001-0123456789abcdef012") as c:
         nested = c.post("/v1/predict", json={"images": images.tolist()})
         binary = c.post("/v1/predict", content=encode_images(images.numpy()))
     assert nested.status_code == binary.status_code == 200
     np.testing.assert_array_equal(np.asarray(nested.json()["probabilities"], np.float32), expected)
     np.testing.assert_array_equal(np.asarray(binary.json()["probabilities"], np.float32), expected)
-    assert used(server, "alice-key-0001") == before + 100
+    assert used(server, "alice-key-0001-0123456789abcdef012") == before + 100
     assert int(binary.headers["X-Queries-Remaining"]) == 100_000 - before - 100
 
 
 def test_each_output_mode(server, reference, images):
     probs = reference.predict_proba(images).numpy()
-    with client(server, "topk-key-0001") as c:
+    with client(server, "topk-key-0001-0123456789abcdef012") as c:
         top = c.post("/v1/predict", content=encode_images(images.numpy())).json()["top_k"]
     order = np.argsort(-probs, 1, kind="stable")[:, :3]
     assert top["labels"] == order.tolist()
     np.testing.assert_array_equal(np.asarray(top["probabilities"], np.float32), np.take_along_axis(probs, order, 1))
-    with client(server, "label-key-001") as c:
+    with client(server, "label-key-001-0123456789abcdef012") as c:
         answer = c.post("/v1/predict", content=encode_images(images.numpy())).json()
     assert answer == {"labels": probs.argmax(1).tolist()}
-    with client(server, "label-key-001") as c:
+    with client(server, "label-key-001-0123456789abcdef012") as c:
         usage = c.get("/v1/usage").json()
     assert usage["output"] == "label" and usage["used"] == 50 and usage["remaining"] == 950 and usage["budget"] == 1000
 
 
 def test_a_batch_past_the_budget_is_refused_whole(server, images):
-    with client(server, "small-key-001") as c:
+    with client(server, "small-key-001-0123456789abcdef012") as c:
         assert c.post("/v1/predict", content=encode_images(images[:6].numpy())).status_code == 200
         refused = c.post("/v1/predict", content=encode_images(images[:6].numpy()))
         assert refused.status_code == 429
@@ -93,8 +93,7 @@ def test_a_batch_past_the_budget_is_refused_whole(server, images):
             "used": 6,
             "remaining": 4,
             "output": "probabilities",
-            "flagged": False,
-        }
+        }  # not PRADA's flag: it would tell a thief when to change keys
         assert c.post("/v1/predict", content=encode_images(images[:4].numpy())).status_code == 200
         assert c.post("/v1/predict", content=encode_images(images[:1].numpy())).json()["remaining"] == 0
 
@@ -105,7 +104,7 @@ def test_concurrent_requests_never_pass_the_budget(server, images):
     body = encode_images(images[:3].numpy())
 
     def worker():
-        with client(server, "shared-key-01") as c:
+        with client(server, "shared-key-01-0123456789abcdef012") as c:
             for _ in range(3):
                 r = c.post("/v1/predict", content=body)
                 statuses.append(r.status_code)
@@ -118,7 +117,7 @@ def test_concurrent_requests_never_pass_the_budget(server, images):
     for t in threads:
         t.join()
     assert set(statuses) == {200, 429}
-    assert sum(answered) == used(server, "shared-key-01") == 48
+    assert sum(answered) == used(server, "shared-key-01-0123456789abcdef012") == 48
 
 
 def bad_requests(images):
@@ -164,21 +163,21 @@ def bad_requests(images):
 )
 def test_bad_input_is_a_one_line_4xx_and_spends_nothing(server, images, case):
     body, status, message = bad_requests(images)[case]
-    before = used(server, "alice-key-0001")
-    with client(server, "alice-key-0001") as c:
+    before = used(server, "alice-key-0001-0123456789abcdef012")
+    with client(server, "alice-key-0001-0123456789abcdef012") as c:
         r = c.post("/v1/predict", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == status and list(r.json()) == ["error"], r.text
     assert message in r.json()["error"] and "\n" not in r.json()["error"] and "Traceback" not in r.text
-    assert used(server, "alice-key-0001") == before
+    assert used(server, "alice-key-0001-0123456789abcdef012") == before
 
 
 @pytest.mark.parametrize(
     "key,status,message",
     [
         (None, 401, "missing API key"),
-        ("nobody-key-01", 401, "unknown API key"),
+        ("nobody-key-01-0123456789abcdef012", 401, "unknown API key"),
         ("bad key with spaces", 401, "unknown API key"),
-        ("revoked-key-01", 403, "revoked"),
+        ("revoked-key-01-0123456789abcdef012", 403, "revoked"),
     ],
 )
 def test_missing_unknown_and_revoked_keys(server, images, key, status, message):
@@ -190,12 +189,12 @@ def test_missing_unknown_and_revoked_keys(server, images, key, status, message):
 
 def test_revoked_key_spends_nothing(server, victim_dir, tmp_path, images):
     db = tmp_path / "k.db"
-    app = create_app(victim_dir, db, keys=[spec("alice-key-0001", 100)])
-    with running(app) as url, client(url, "alice-key-0001") as c:
+    app = create_app(victim_dir, db, keys=[spec("alice-key-0001-0123456789abcdef012", 100)])
+    with running(app) as url, client(url, "alice-key-0001-0123456789abcdef012") as c:
         assert c.post("/v1/predict", content=encode_images(images[:5].numpy())).status_code == 200
-        KeyStore(db).revoke("alice-key-0001")
+        KeyStore(db).revoke("alice-key-0001-0123456789abcdef012")
         assert c.post("/v1/predict", content=encode_images(images[:5].numpy())).status_code == 403
-    assert KeyStore(db).lookup("alice-key-0001").used == 5
+    assert KeyStore(db).lookup("alice-key-0001-0123456789abcdef012").used == 5
 
 
 def test_healthz_docs_and_openapi(server):
@@ -207,25 +206,25 @@ def test_healthz_docs_and_openapi(server):
     assert {"/healthz", "/v1/model", "/v1/usage", "/v1/predict"} <= set(spec_["paths"])
     assert "requestBody" in spec_["paths"]["/v1/predict"]["post"]
     assert unknown.status_code == 404 and list(unknown.json()) == ["error"]
-    with client(server, "alice-key-0001") as c:
+    with client(server, "alice-key-0001-0123456789abcdef012") as c:
         assert c.get("/v1/model").json()["input_shape"] == [1, 28, 28]
 
 
 def test_a_restart_keeps_the_counts(victim_dir, tmp_path, images):
     db = tmp_path / "k.db"
-    app = create_app(victim_dir, db, keys=[spec("alice-key-0001", 100)])
-    with running(app) as url, client(url, "alice-key-0001") as c:
+    app = create_app(victim_dir, db, keys=[spec("alice-key-0001-0123456789abcdef012", 100)])
+    with running(app) as url, client(url, "alice-key-0001-0123456789abcdef012") as c:
         assert c.post("/v1/predict", content=encode_images(images[:7].numpy())).status_code == 200
-    with running(create_app(victim_dir, db, keys=[spec("alice-key-0001", 100)])) as url:
-        assert used(url, "alice-key-0001") == 7
+    with running(create_app(victim_dir, db, keys=[spec("alice-key-0001-0123456789abcdef012", 100)])) as url:
+        assert used(url, "alice-key-0001-0123456789abcdef012") == 7
 
 
 def test_defenses_chained_in_front_of_the_model(victim_dir, tmp_path, reference, images):
     def chain():
         return (create_defense("reverse-sigmoid", {"beta": "0.3"}), create_defense("rounding", {"decimals": "3"}))
 
-    app = create_app(victim_dir, tmp_path / "k.db", chain(), keys=[spec("alice-key-0001", 100)])
-    with running(app) as url, client(url, "alice-key-0001") as c:
+    app = create_app(victim_dir, tmp_path / "k.db", chain(), keys=[spec("alice-key-0001-0123456789abcdef012", 100)])
+    with running(app) as url, client(url, "alice-key-0001-0123456789abcdef012") as c:
         served = np.asarray(c.post("/v1/predict", content=encode_images(images.numpy())).json()["probabilities"])
     in_process = BlackBoxVictim(reference.predict_proba, 100, chain()).query(images)
     np.testing.assert_allclose(served, in_process.numpy(), atol=1e-7)
@@ -246,23 +245,27 @@ def test_prada_flags_and_blocks_a_synthetic_stream_not_an_iid_one(victim_dir, tm
     images are 10 templates plus noise, which a 1-epoch victim mixes across classes, so d_min is
     bimodal and PRADA flags it; docs/serving.md measures benign streams on Fashion-MNIST.)"""
     db = tmp_path / "k.db"
-    keys = [spec("thief-key-001", 10_000), spec("user-key-0001", 10_000)]
+    keys = [spec("thief-key-001-0123456789abcdef012", 10_000), spec("user-key-0001-0123456789abcdef012", 10_000)]
     natural = np.random.default_rng(0).random((300, 1, 28, 28), dtype=np.float32)  # iid: d_min ~ normal
     synthetic = jbda_like(tiny_splits.test.images, 300, seed=0)
     prada = PradaConfig(delta=0.95)
     app = create_app(victim_dir, db, keys=keys, prada=prada, block_flagged=True)
-    with running(app) as url, client(url, "thief-key-001") as thief, client(url, "user-key-0001") as user:
+    with (
+        running(app) as url,
+        client(url, "thief-key-001-0123456789abcdef012") as thief,
+        client(url, "user-key-0001-0123456789abcdef012") as user,
+    ):
         for i in range(0, 300, 50):
             assert user.post("/v1/predict", content=encode_images(natural[i : i + 50])).status_code == 200
             r = thief.post("/v1/predict", content=encode_images(synthetic[i : i + 50]))
             if r.status_code == 403:
                 break
         assert r.status_code == 403 and "flagged" in r.json()["error"]
-        assert thief.get("/v1/usage").json()["flagged"] and not user.get("/v1/usage").json()["flagged"]
-    thief_key = KeyStore(db).lookup("thief-key-001")
+        assert "flagged" not in thief.get("/v1/usage").json()
+    thief_key = KeyStore(db).lookup("thief-key-001-0123456789abcdef012")
     assert thief_key.flagged is not None and thief_key.used == i  # the blocked batch spent nothing
     app = create_app(victim_dir, db, keys=keys, prada=prada, block_flagged=True)
-    with running(app) as url, client(url, "thief-key-001") as thief:
+    with running(app) as url, client(url, "thief-key-001-0123456789abcdef012") as thief:
         assert thief.post("/v1/predict", content=encode_images(natural[:5])).status_code == 403
 
 
@@ -273,8 +276,8 @@ def test_an_internal_error_is_a_one_line_500_and_spends_nothing(victim_dir, tmp_
         def __call__(self, probs, x):
             raise RuntimeError("a defense failed")
 
-    app = create_app(victim_dir, tmp_path / "k.db", (Broken(),), keys=[spec("alice-key-0001", 100)])
-    with running(app) as url, client(url, "alice-key-0001") as c:
+    app = create_app(victim_dir, tmp_path / "k.db", (Broken(),), keys=[spec("alice-key-0001-0123456789abcdef012", 100)])
+    with running(app) as url, client(url, "alice-key-0001-0123456789abcdef012") as c:
         r = c.post("/v1/predict", content=encode_images(images[:3].numpy()))
         assert r.status_code == 500 and r.json() == {"error": "internal server error"}
         assert c.get("/v1/usage").json()["used"] == 0

@@ -15,12 +15,12 @@ from divqat.serve.app import create_app
 from divqat.serve.payload import Limits
 
 KEYS = [
-    spec("alice-key-0001", 10_000),
-    spec("topk-key-0001", 10_000, "top-k:2"),
-    spec("label-key-001", 10_000, "label"),
-    spec("small-key-001", 20),
-    spec("thief-key-001", 300),
-    spec("sweep-key-001", 200),
+    spec("alice-key-0001-0123456789abcdef012", 10_000),
+    spec("topk-key-0001-0123456789abcdef012", 10_000, "top-k:2"),
+    spec("label-key-001-0123456789abcdef012", 10_000, "label"),
+    spec("small-key-001-0123456789abcdef012", 20),
+    spec("thief-key-001-0123456789abcdef012", 300),
+    spec("sweep-key-001-0123456789abcdef012", 200),
 ]
 
 
@@ -37,13 +37,19 @@ def onnx(victim_dir):
 
 
 def test_answers_equal_the_onnx_backend_across_the_batch_limit(server, onnx, victim_dir, tiny_splits):
-    remote = load_backend(victim_dir, "http", url=server, key="alice-key-0001")
+    remote = load_backend(victim_dir, "http", url=server, key="alice-key-0001-0123456789abcdef012")
     x = tiny_splits.test.images[:50]  # four requests of at most 16
     assert torch.equal(remote(x), onnx(x))
     assert remote.usage()["used"] == 50 and remote.remaining == 9_950 and str(remote.output) == "probabilities"
 
 
-@pytest.mark.parametrize("key,defense", [("topk-key-0001", ("top-k", {"k": 2})), ("label-key-001", ("label-only", {}))])
+@pytest.mark.parametrize(
+    "key,defense",
+    [
+        ("topk-key-0001-0123456789abcdef012", ("top-k", {"k": 2})),
+        ("label-key-001-0123456789abcdef012", ("label-only", {})),
+    ],
+)
 def test_output_modes_arrive_as_the_matching_defense(server, onnx, victim_dir, tiny_splits, key, defense):
     x = tiny_splits.test.images[:40]
     remote = BlackBoxVictim(load_backend(victim_dir, "http", url=server, key=key), 40)
@@ -52,7 +58,7 @@ def test_output_modes_arrive_as_the_matching_defense(server, onnx, victim_dir, t
 
 
 def test_the_servers_budget_refuses_whole_batches(server, victim_dir, tiny_splits):
-    remote = load_backend(victim_dir, "http", url=server, key="small-key-001")
+    remote = load_backend(victim_dir, "http", url=server, key="small-key-001-0123456789abcdef012")
     remote(tiny_splits.test.images[:12])
     with pytest.raises(BudgetExceeded, match="12 more queries asked, 8"):
         remote(tiny_splits.test.images[:12])
@@ -63,12 +69,12 @@ def test_the_servers_budget_refuses_whole_batches(server, victim_dir, tiny_split
 
 def test_unknown_key_and_unreachable_server(server, victim_dir):
     with pytest.raises(DivqatError, match="401 unknown API key"):
-        load_backend(victim_dir, "http", url=server, key="nobody-key-01")
+        load_backend(victim_dir, "http", url=server, key="nobody-key-01-0123456789abcdef012")
     sock = loopback_socket()  # a port that is bound but never answers HTTP: refused once closed
     port = sock.getsockname()[1]
     sock.close()
     with pytest.raises(DivqatError, match="cannot reach the server"):
-        load_backend(victim_dir, "http", url=f"http://127.0.0.1:{port}", key="alice-key-0001")
+        load_backend(victim_dir, "http", url=f"http://127.0.0.1:{port}", key="alice-key-0001-0123456789abcdef012")
     with pytest.raises(DivqatError, match="needs --url and --key"):
         load_backend(victim_dir, "http", url=server)
 
@@ -78,7 +84,16 @@ def test_attack_over_http_steals_the_same_surrogate_as_onnx(server, victim_dir, 
     common += ["--seed", "0", "--data-root", str(tiny_root), "--quiet"]
     assert main([*common, "--backend", "onnx", "--budget", "300", "--out", str(tmp_path / "onnx")]) == 0
     # No --budget: the key's 300 remaining queries are the budget.
-    http = ["--backend", "http", "--url", server, "--key", "thief-key-001", "--out", str(tmp_path / "http")]
+    http = [
+        "--backend",
+        "http",
+        "--url",
+        server,
+        "--key",
+        "thief-key-001-0123456789abcdef012",
+        "--out",
+        str(tmp_path / "http"),
+    ]
     assert main([*common, *http]) == 0
     local, remote = (load_file(str(tmp_path / d / "surrogate.safetensors")) for d in ("onnx", "http"))
     assert local.keys() == remote.keys() and all(torch.equal(local[k], remote[k]) for k in local)
@@ -86,7 +101,7 @@ def test_attack_over_http_steals_the_same_surrogate_as_onnx(server, victim_dir, 
     assert results[1]["backend"] == "http" and results[1]["queries"] == 300
     for field in ("surrogate_accuracy", "fidelity", "victim_accuracy", "queries", "budget"):
         assert results[0][field] == results[1][field]
-    again = ["--backend", "http", "--url", server, "--key", "thief-key-001", "--budget", "10"]
+    again = ["--backend", "http", "--url", server, "--key", "thief-key-001-0123456789abcdef012", "--budget", "10"]
     assert main([*common, *again, "--out", str(tmp_path / "again")]) == 2  # the key is spent: one-line error
 
 
@@ -95,7 +110,10 @@ def test_attack_over_http_steals_the_same_surrogate_as_onnx(server, victim_dir, 
     [
         (["--backend", "http"], "needs --url and --key"),
         (["--backend", "onnx", "--url", "http://127.0.0.1:9"], "--url is for --backend http"),
-        (["--backend", "http", "--url", "ftp://x", "--key", "alice-key-0001"], "must start with http"),
+        (
+            ["--backend", "http", "--url", "ftp://x", "--key", "alice-key-0001-0123456789abcdef012"],
+            "must start with http",
+        ),
     ],
 )
 def test_attack_http_option_errors(victim_dir, tmp_path, capsys, args, match):
@@ -106,14 +124,24 @@ def test_attack_http_option_errors(victim_dir, tmp_path, capsys, args, match):
 
 def test_attack_budget_over_what_the_key_has_left(server, victim_dir, tiny_root, tmp_path, capsys):
     args = ["attack", "--victim", str(victim_dir), "--out", str(tmp_path / "x"), "--data-root", str(tiny_root)]
-    args += ["--backend", "http", "--url", server, "--key", "alice-key-0001", "--budget", "1000000"]
+    args += ["--backend", "http", "--url", server, "--key", "alice-key-0001-0123456789abcdef012", "--budget", "1000000"]
     assert main(args) == 2
     assert "more than the" in capsys.readouterr().err
 
 
 def test_attack_over_http_with_a_defense_sweep(server, victim_dir, tiny_root, tmp_path):
     args = ["attack", "--victim", str(victim_dir), "--pool", "in", "--epochs", "1", "--data-root", str(tiny_root)]
-    args += ["--backend", "http", "--url", server, "--key", "sweep-key-001", "--budget", "100", "--quiet"]
+    args += [
+        "--backend",
+        "http",
+        "--url",
+        server,
+        "--key",
+        "sweep-key-001-0123456789abcdef012",
+        "--budget",
+        "100",
+        "--quiet",
+    ]
     args += ["--defense", "rounding", "--defense-sweep", "decimals=1,2", "--out", str(tmp_path / "sweep")]
     assert main(args) == 0
     for value in (1, 2):

@@ -96,37 +96,96 @@ def test_detected_at_counts_queries_and_sticks():
 def test_state_survives_the_database_and_a_second_process(tmp_path):
     """Two stores on one database (as two server processes): each notices the other's updates."""
     keys = KeyStore(tmp_path / "k.db")
-    rowid = keys.add(spec("alice-key-0001", 10**6)).rowid
+    rowid = keys.add(spec("alice-key-0001-0123456789abcdef012", 10**6)).rowid
     x, y = stream(3, 300)
-    with keys.transaction() as con:
-        first, second = PradaStore(con, CONFIG, x.shape[1]), PradaStore(con, CONFIG, x.shape[1])
+    first, second = PradaStore(keys.db, CONFIG, x.shape[1]), PradaStore(keys.db, CONFIG, x.shape[1])
     reference = PradaState(x.shape[1])
     for i, start in enumerate(range(0, 300, 50)):
         store = first if i % 2 == 0 else second
-        with keys.transaction() as con:
-            store.observe(con, rowid, x[start : start + 50], y[start : start + 50])
+        store.observe(rowid, x[start : start + 50], y[start : start + 50])
         reference.observe(x[start : start + 50], y[start : start + 50], CONFIG)
-    with keys.transaction() as con:
-        fresh = PradaStore(con, CONFIG, x.shape[1]).load(con, rowid)
-        assert PradaStore(con, CONFIG, x.shape[1]).summary(con, rowid)["seen"] == 300
-    assert_same(fresh, reference)
-    count = keys.connection().execute("SELECT COUNT(*) FROM prada_members WHERE key_id = ?", (rowid,)).fetchone()[0]
+    fresh = PradaStore(keys.db, CONFIG, x.shape[1])
+    assert fresh.summary(rowid)["seen"] == 300
+    assert_same(fresh.load(rowid), reference)
+    count = keys.db.read("SELECT COUNT(*) FROM prada_members WHERE key_id = ?", (rowid,))[0][0]
     assert count == sum(s.size for s in reference.sets.values())  # members appended once each, never rewritten
 
 
-def test_a_rolled_back_update_is_forgotten(tmp_path):
+def test_a_stale_state_is_observed_again_from_the_database(tmp_path):
+    """A worker whose cached state another worker moved on: its write is refused (the stored
+    count of queries seen changed), it reloads and observes again; nothing is counted twice."""
     keys = KeyStore(tmp_path / "k.db")
-    rowid = keys.add(spec("alice-key-0001", 10**6)).rowid
+    rowid = keys.add(spec("alice-key-0001-0123456789abcdef012", 10**6)).rowid
+    x, y = stream(5, 150)
+    first, second = PradaStore(keys.db, CONFIG, x.shape[1]), PradaStore(keys.db, CONFIG, x.shape[1])
+    first.observe(rowid, x[:50], y[:50])
+    stale = first.state(rowid)
+    second.observe(rowid, x[50:100], y[50:100])
+    first.state = lambda key_id, real=first.state: stale if stale.seen == 50 else real(key_id)  # as if read earlier
+    assert first.observe(rowid, x[100:], y[100:]).seen == 150
+    reference = PradaState(x.shape[1])
+    for start in (0, 50, 100):
+        reference.observe(x[start : start + 50], y[start : start + 50], CONFIG)
+    assert_same(PradaStore(keys.db, CONFIG, x.shape[1]).load(rowid), reference)
+
+
+def test_a_failed_write_is_forgotten(tmp_path):
+    keys = KeyStore(tmp_path / "k.db")
+    rowid = keys.add(spec("alice-key-0001-0123456789abcdef012", 10**6)).rowid
     x, y = stream(4, 100)
-    with keys.transaction() as con:
-        store = PradaStore(con, CONFIG, x.shape[1])
-    with keys.transaction() as con:
-        store.observe(con, rowid, x[:50], y[:50])
+    store = PradaStore(keys.db, CONFIG, x.shape[1])
+    store.observe(rowid, x[:50], y[:50])
+    real = store.write
+
+    def failing(*args):
+        raise RuntimeError("the database went away")
+
+    store.write = failing
     try:
-        with keys.transaction() as con:
-            store.observe(con, rowid, x[50:], y[50:])
-            raise RuntimeError("the spend failed after the update")
+        store.observe(rowid, x[50:], y[50:])
     except RuntimeError:
         pass
-    with keys.transaction() as con:
-        assert store.state(con, rowid).seen == 50  # reloaded: memory did not keep the rolled-back batch
+    store.write = real
+    assert store.state(rowid).seen == 50  # reloaded: memory did not keep the batch the database lacks
+
+
+def test_a_key_costs_at_most_its_byte_cap_and_the_oldest_members_go(tmp_path):
+    """Before: bounded per class (K x members x CHW x 4 bytes: 1.2 GB a key for CIFAR-100)."""
+    dim, classes = 48, 100
+    config = PradaConfig(delta=0.9, min_distances=20, window=200, max_members=1000, max_key_bytes=40 * 4 * dim)
+    keys = KeyStore(tmp_path / "k.db")
+    rowid = keys.add(spec("alice-key-0001-0123456789abcdef012", 10**6)).rowid
+    store = PradaStore(keys.db, config, dim)
+    x, y = stream(6, 600, dim=dim, classes=classes)
+    for start in range(0, 600, 60):
+        state = store.observe(rowid, x[start : start + 60], y[start : start + 60])
+        assert state.members <= 40 and state.nbytes <= config.max_key_bytes + state.distances.nbytes
+    seqs = np.sort(np.concatenate([s.seqs[: s.size] for s in state.sets.values()]))
+    assert seqs[0] == state.oldest and len(seqs) == 40 and seqs[-1] == state.joins - 1  # the newest 40 kept
+    stored = keys.db.read("SELECT seq FROM prada_members WHERE key_id = ? ORDER BY seq", (rowid,))
+    assert [s for (s,) in stored] == seqs.tolist()  # the database holds exactly the members memory holds
+    assert_same(PradaStore(keys.db, config, dim).load(rowid), state)
+
+
+def test_revoking_a_key_purges_its_prada_state(tmp_path):
+    keys = KeyStore(tmp_path / "k.db")
+    rowid = keys.add(spec("alice-key-0001-0123456789abcdef012", 10**6)).rowid
+    x, y = stream(7, 100)
+    PradaStore(keys.db, CONFIG, x.shape[1]).observe(rowid, x, y)
+    keys.revoke("alice-key-0001-0123456789abcdef012")
+    assert keys.db.read("SELECT COUNT(*) FROM prada_members")[0][0] == 0
+    assert keys.db.read("SELECT COUNT(*) FROM prada_state")[0][0] == 0
+
+
+def test_the_cache_keeps_the_recently_used_keys_within_its_bytes(tmp_path):
+    keys = KeyStore(tmp_path / "k.db")
+    x, y = stream(8, 60)
+    one = PradaState(x.shape[1])
+    one.observe(x, y, CONFIG)
+    config = PradaConfig(**{**CONFIG.__dict__, "cache_bytes": 3 * one.nbytes})
+    store = PradaStore(keys.db, config, x.shape[1])
+    rows = [keys.add(spec(f"key-{i}-0123456789abcdef0123456789abcdef", 10**6)).rowid for i in range(5)]
+    for rowid in rows:
+        store.observe(rowid, x, y)
+    assert list(store.cache) == rows[-3:]
+    assert store.state(rows[0]).seen == 60 and list(store.cache) == [*rows[-2:], rows[0]]  # reloaded, now newest

@@ -41,11 +41,11 @@ def start(run: Path, db: Path, keys: Path) -> tuple[subprocess.Popen, str]:
 
 def test_kill_9_after_a_200_loses_no_count(victim_dir, tmp_path):
     run, db, keys = onnx_only(victim_dir, tmp_path), tmp_path / "keys.db", tmp_path / "keys.yaml"
-    keys.write_text("- {key: alice-key-0001, budget: 100}\n")
+    keys.write_text("- {key: alice-key-0001-0123456789abcdef012, budget: 100}\n")
     images = np.random.default_rng(0).random((7, 1, 28, 28), dtype=np.float32)
     proc, url = start(run, db, keys)
     try:
-        headers = {"Authorization": "Bearer alice-key-0001"}
+        headers = {"Authorization": "Bearer alice-key-0001-0123456789abcdef012"}
         answer = httpx.post(f"{url}/v1/predict", content=encode_images(images), headers=headers, timeout=60)
         assert answer.status_code == 200 and len(answer.json()["probabilities"]) == 7
     finally:
@@ -70,10 +70,10 @@ from divqat.serve.keys import KeySpec
 from divqat.wire import parse_output_mode
 from divqat.wire import encode_images
 
-app = create_app(sys.argv[1], sys.argv[2], keys=[KeySpec("alice-key-0001", 10, parse_output_mode("label"))])
+app = create_app(sys.argv[1], sys.argv[2], keys=[KeySpec("alice-key-0001-0123456789abcdef012", 10, parse_output_mode("label"))])
 with TestClient(app) as client:
     r = client.post("/v1/predict", content=encode_images(np.zeros((3, 1, 28, 28), np.float32)),
-                    headers={"Authorization": "Bearer alice-key-0001"})
+                    headers={"Authorization": "Bearer alice-key-0001-0123456789abcdef012"})
 print(json.dumps({"status": r.status_code, "answer": r.json(), "modules": sorted(sys.modules)}))
 """
 

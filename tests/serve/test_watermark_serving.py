@@ -35,18 +35,18 @@ def test_two_keys_are_told_the_same_marks_and_each_keeps_its_record(victim_dir, 
     (tmp_path / "wm.key").write_bytes(SECRET)
     mark = create_defense("watermark", {"rate": 0.2, "secret_file": str(tmp_path / "wm.key")})
     db = tmp_path / "k.db"
-    keys = [spec("alice-key-0001", 1000), spec("bob-key-00001", 1000)]
+    keys = [spec("alice-key-0001-0123456789abcdef012", 1000), spec("bob-key-00001-0123456789abcdef012", 1000)]
     images = structured(200, 0)
     with running(create_app(victim_dir, db, (mark,), keys=keys)) as url:
         told = {}
-        for key in ("alice-key-0001", "bob-key-00001"):
+        for key in ("alice-key-0001-0123456789abcdef012", "bob-key-00001-0123456789abcdef012"):
             with client(url, key) as c:
                 told[key] = np.asarray(c.post("/v1/predict", content=encode_images(images)).json()["probabilities"])
-    assert np.array_equal(told["alice-key-0001"], told["bob-key-00001"])
+    assert np.array_equal(told["alice-key-0001-0123456789abcdef012"], told["bob-key-00001-0123456789abcdef012"])
     store = KeyStore(db, create=False)
     records = {k.id: watermarks.load(store.connection(), k.rowid) for k in store.all()}
     for record in records.values():
-        marked = told["alice-key-0001"].argmax(1)
+        marked = told["alice-key-0001-0123456789abcdef012"].argmax(1)
         assert 10 < len(record) <= 200
         t = record.tensors()
         rows = [int(np.flatnonzero((images == im.numpy()).reshape(len(images), -1).all(1))[0]) for im in t["images"]]
@@ -60,9 +60,18 @@ def test_verify_names_the_account_a_memorising_clone_came_through(victim_dir, tm
     mark = create_defense("watermark", {"rate": 0.2, "secret_file": str(tmp_path / "wm.key")})
     db = tmp_path / "k.db"
     images = structured(300, 1)
-    app = create_app(victim_dir, db, (mark,), keys=[spec("alice-key-0001", 1000), spec("bob-key-00001", 1000)])
+    app = create_app(
+        victim_dir,
+        db,
+        (mark,),
+        keys=[spec("alice-key-0001-0123456789abcdef012", 1000), spec("bob-key-00001-0123456789abcdef012", 1000)],
+    )
     with TestClient(app) as c:
-        told = c.post("/v1/predict", content=encode_images(images), headers={"Authorization": "Bearer alice-key-0001"})
+        told = c.post(
+            "/v1/predict",
+            content=encode_images(images),
+            headers={"Authorization": "Bearer alice-key-0001-0123456789abcdef012"},
+        )
     told = torch.tensor(told.json()["probabilities"])
     x = torch.from_numpy(images)
 
@@ -73,7 +82,7 @@ def test_verify_names_the_account_a_memorising_clone_came_through(victim_dir, tm
         return out
 
     store = KeyStore(db, create=False)
-    alice, bob = store.find("alice-key-0001"), store.find("bob-key-00001")
+    alice, bob = store.find("alice-key-0001-0123456789abcdef012"), store.find("bob-key-00001-0123456789abcdef012")
     records = {k.id: watermarks.load(store.connection(), k.rowid) for k in (alice, bob)}
     result = api.verify(clone, records)
     verdicts = {a["account"]: a for a in result["accounts"]}
@@ -89,7 +98,7 @@ def test_the_record_survives_kill_9_and_the_secret_appears_nowhere_else(victim_d
         tmp_path / "wm.key",
     )
     secret.write_bytes(SECRET)
-    keys.write_text("- {key: alice-key-0001, budget: 1000}\n")
+    keys.write_text("- {key: alice-key-0001-0123456789abcdef012, budget: 1000}\n")
     args = [*DIVQAT, "serve", str(run), "--port", "0", "--db", str(db), "--keys", str(keys), "--watermark", "0.2",
             "--secret-file", str(secret)]  # fmt: skip
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
@@ -102,7 +111,7 @@ def test_the_record_survives_kill_9_and_the_secret_appears_nowhere_else(victim_d
     images = structured(100, 2)
     try:
         r = httpx.post(f"{url}/v1/predict", content=encode_images(images),
-                       headers={"Authorization": "Bearer alice-key-0001"}, timeout=60)  # fmt: skip
+                       headers={"Authorization": "Bearer alice-key-0001-0123456789abcdef012"}, timeout=60)  # fmt: skip
         assert r.status_code == 200
         told = np.asarray(r.json()["probabilities"])
     finally:
@@ -110,7 +119,7 @@ def test_the_record_survives_kill_9_and_the_secret_appears_nowhere_else(victim_d
         log += proc.stderr.read().splitlines()
         proc.wait(30)
     store = KeyStore(db, create=False)
-    record = watermarks.load(store.connection(), store.find("alice-key-0001").rowid)
+    record = watermarks.load(store.connection(), store.find("alice-key-0001-0123456789abcdef012").rowid)
     assert len(record) > 5 and set(record.mark) <= set(told.argmax(1).tolist())
     hexed = SECRET.hex()
     texts = [r.text, "".join(log)] + [p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*")

@@ -1,75 +1,55 @@
-"""The HTTP API (FastAPI): a run's deployed model behind keys, budgets, defenses and PRADA.
+"""The HTTP API (FastAPI): a run's deployed model behind keys, budgets, rate limits, defenses and PRADA.
 
-    GET  /healthz       no key
+    GET|HEAD /healthz   no key
     GET  /v1/model      the contract: input shape, classes, per-request limits
     GET  /v1/usage      the caller's budget, used, remaining, output mode
-    POST /v1/predict    a batch of images -> the caller's answer (see `outputs`)
-    GET  /docs          OpenAPI (Swagger UI); /openapi.json
+    POST /v1/predict    a batch of images -> the caller's answer (see `wire.render`)
+    GET  /docs          OpenAPI (Swagger UI, served from the package: no CDN); /openapi.json
 
-A request's path: bearer key looked up (401 unknown, 403 revoked or blocked), body read up to
-the size limit (413), parsed and checked (400/413/422), budget checked (429), model run,
-defenses applied, then the spend committed (with PRADA's update, in one transaction) and only
-then the answer sent. Every refusal is a one-line JSON {"error": ...} and spends nothing; a
-batch that would pass the budget is refused whole, as by `BlackBoxVictim`.
+A request's path, cheapest refusal first: bearer key looked up (401 unknown, 403 revoked or
+blocked), request rate (429), budget left at all (429) - all before a byte of the body is
+read; then the body, up to its size limit (413) and within its deadline (408); its shape
+scanned (422/413) and the batch checked against the budget (429) before it is parsed; the
+model, the defenses, the spend committed (with the watermark record, one transaction), PRADA
+(outside that transaction), and only then the answer. Every refusal is a one-line JSON
+{"error": ...} and spends nothing; a database that stays busy is a 503 with Retry-After.
 """
 
+import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, Request, Security
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from divqat import __version__
 from divqat.serve import watermarks
+from divqat.serve.database import Busy
 from divqat.serve.keys import KEY_PATTERN, KeyRecord, KeySpec, KeyStore
 from divqat.serve.model import ServedModel, load_served_model
-from divqat.serve.payload import Limits, RequestError, parse_images
+from divqat.serve.payload import Limits, RequestError, parse_images, scan
 from divqat.serve.prada import PradaConfig
-from divqat.serve.prada_store import PradaStore
+from divqat.serve.prada_store import Conflict, PradaStore
+from divqat.serve.ratelimit import RateLimit, RateLimiter
+from divqat.serve.schema import ERROR, predict_body
 from divqat.wire import render
 
 log = logging.getLogger("divqat.serve")
-
-PREDICT_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "oneOf": [
-                    {
-                        "title": "nested lists",
-                        "type": "object",
-                        "required": ["images"],
-                        "properties": {
-                            "images": {"type": "array", "description": "(N, C, H, W) float pixels in [0, 1]"}
-                        },
-                    },
-                    {
-                        "title": "binary",
-                        "type": "object",
-                        "required": ["images_b64", "shape"],
-                        "properties": {
-                            "images_b64": {"type": "string", "description": "base64 of little-endian float32"},
-                            "shape": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
-                            "dtype": {"type": "string", "enum": ["float32"], "default": "float32"},
-                        },
-                    },
-                ]
-            },
-            "example": {"images": [[[[0.0, 0.5], [1.0, 0.25]]]]},
-        }
-    },
-}
-ERROR = {"content": {"application/json": {"example": {"error": "one line saying what is wrong"}}}}
+access = logging.getLogger("divqat.serve.access")
+KEY_CACHE_S = 1.0  # a key's row is re-read at most this often (the spend re-checks budget and revocation)
+BODY_TIMEOUT_S = 30.0  # the whole body within this, and no gap between its chunks longer than
+CHUNK_TIMEOUT_S = 10.0
+UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="divqat"'}
 
 
 class Service:
@@ -83,41 +63,66 @@ class Service:
         limits: Limits | None = None,
         prada: PradaConfig | None = None,
         block_flagged: bool = False,
+        rate: RateLimit | None = None,
     ):
         self.model, self.store, self.defenses, self.limits = model, store, tuple(defenses), limits or Limits()
         self.block_flagged = block_flagged
+        self.rates = RateLimiter(rate or RateLimit())
         self.defense_lock = threading.Lock()  # defenses may hold generators: one batch at a time
+        # Parsing nested lists holds the GIL: more at once only multiplies their memory.
+        self.parse_slots = threading.BoundedSemaphore(2)
+        self.keys: dict[str, tuple[float, KeyRecord]] = {}
         self.prada = None
         if prada is not None:
             from threadpoolctl import threadpool_limits  # (a scikit-learn dependency)
 
             threadpool_limits(1, user_api="blas")  # PRADA's GEMMs: see prada.py
-            with store.transaction() as con:
-                self.prada = PradaStore(con, prada, int(np.prod(model.input_shape)))
+            self.prada = PradaStore(store.db, prada, int(np.prod(model.input_shape)))
 
-    def authenticate(self, credentials: HTTPAuthorizationCredentials | None) -> KeyRecord:
-        if credentials is None:
-            raise RequestError(401, "missing API key: send the header Authorization: Bearer KEY")
-        key = credentials.credentials
-        found = self.store.lookup(key) if KEY_PATTERN.fullmatch(key) else None
+    # -- admission: everything that needs no body -------------------------------------------------
+    def authenticate(self, authorization: str | None) -> KeyRecord:
+        scheme, _, key = (authorization or "").partition(" ")
+        if not authorization:
+            raise RequestError(401, "missing API key: send the header Authorization: Bearer KEY", headers=UNAUTHORIZED)
+        if scheme.lower() != "bearer" or not KEY_PATTERN.fullmatch(key.strip()):
+            raise RequestError(401, "unknown API key", headers=UNAUTHORIZED)
+        found = self.lookup(key.strip())
         if found is None:
-            raise RequestError(401, "unknown API key")
+            raise RequestError(401, "unknown API key", headers=UNAUTHORIZED)
         if found.revoked:
             raise RequestError(403, f"API key {found.id} was revoked")
         return found
 
-    def usage(self, credentials) -> dict:
-        key = self.authenticate(credentials)
-        answer = {
-            "key": key.id,
-            "budget": key.budget,
-            "used": key.used,
-            "remaining": key.remaining,
-            "output": str(key.output),
-            "flagged": key.flagged is not None,
-        }
-        return answer
+    def lookup(self, key: str) -> KeyRecord | None:
+        cached = self.keys.get(key)
+        if cached is not None and time.monotonic() - cached[0] < KEY_CACHE_S:
+            return cached[1]
+        found = self.store.lookup(key)
+        if len(self.keys) > 10_000:
+            self.keys.clear()
+        if found is not None:
+            self.keys[key] = (time.monotonic(), found)
+        return found
 
+    def admit(self, authorization: str | None) -> KeyRecord:
+        """The caller's key, if it may send a batch at all."""
+        key = self.authenticate(authorization)
+        wait = self.rates.take(key.rowid, requests=1)
+        if wait:
+            raise rate_error(key, wait)
+        if self.block_flagged and key.flagged:
+            raise RequestError(403, f"API key {key.id} is blocked: flagged as a model extraction attempt")
+        if key.remaining == 0:
+            raise budget_error(1, 0, key.budget)
+        return key
+
+    def usage(self, key: KeyRecord) -> dict:
+        """What a client may know of its key: not PRADA's flag (it would say when to change keys)."""
+        fresh = self.store.get(key.rowid)
+        return {"key": fresh.id, "budget": fresh.budget, "used": fresh.used, "remaining": fresh.remaining,
+                "output": str(fresh.output)}  # fmt: skip
+
+    # -- the batch --------------------------------------------------------------------------------
     def defend(self, probs: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, list]:
         """The answers after the defenses, and the marks any watermark among them put on this batch."""
         if not self.defenses:
@@ -135,36 +140,54 @@ class Service:
             out = defend(torch.from_numpy(probs), torch.from_numpy(images), self.defenses, told)
             return out.to(torch.float32).numpy(), told
 
-    def predict(self, credentials, body: bytes) -> Response:
-        key = self.authenticate(credentials)
-        if self.block_flagged and key.flagged:
-            raise RequestError(403, f"API key {key.id} is blocked: flagged as a model extraction attempt")
-        images = parse_images(body, self.model.input_shape, self.limits)
+    def predict(self, key: KeyRecord, body: bytes) -> tuple[Response, int]:
+        n = scan(body, self.model.input_shape, self.limits)  # nested form: its images, before parsing
+        if n and n > key.remaining:
+            self.rates.take(key.rowid, images=n)
+            raise budget_error(n, key.remaining, key.budget)
+        with self.parse_slots:
+            images = parse_images(body, self.model.input_shape, self.limits)
         n = len(images)
+        wait = self.rates.take(key.rowid, images=n)
+        if wait:
+            raise rate_error(key, wait)
         if n > key.remaining:  # checked again, atomically, when spending
             raise budget_error(n, key.remaining, key.budget)
         probs = self.model.predict_proba(images)
         defended, marks = self.defend(probs, images)
         answer = render(defended, key.output)
         with self.store.transaction() as con:
-            remaining = self.store.spend(con, key.rowid, n)
-            if remaining is None:
-                fresh = self.store.get(key.rowid)
-                if fresh.revoked:
-                    raise RequestError(403, f"API key {key.id} was revoked")
-                raise budget_error(n, fresh.remaining, fresh.budget)
-            for batch_marks in marks:  # what this key was told, committed with the spend
-                watermarks.save(con, key.rowid, images, batch_marks)
-            if self.prada is not None:
-                state = self.prada.observe(con, key.rowid, images, probs.argmax(1))
-                if state.flagged and not key.flagged:
-                    self.store.flag(con, key.rowid)
-                    log.warning("PRADA flagged key %s after %d queries (W = %.4f)", key.id, state.seen, state.w)
-        return Response(
+            remaining = self.store.spend(con, key.rowid, n)  # first: it locks the key's row (PostgreSQL)
+            if remaining is not None:
+                for batch_marks in marks:  # what this key was told, committed with the spend
+                    watermarks.save(con, key.rowid, images, batch_marks)
+        if remaining is None:
+            fresh = self.store.get(key.rowid)
+            if fresh.revoked:
+                raise RequestError(403, f"API key {key.id} was revoked")
+            raise budget_error(n, fresh.remaining, fresh.budget)
+        if self.prada is not None:  # spent first, then tested: other keys never wait for it
+            self.watch(key, images, probs.argmax(1))
+        response = Response(
             json.dumps(answer, separators=(",", ":")),
             media_type="application/json",
             headers={"X-Queries-Remaining": str(remaining)},
         )
+        return response, n
+
+    def watch(self, key: KeyRecord, images: np.ndarray, classes: np.ndarray) -> None:
+        """PRADA on an answered batch. The batch is paid for: a failure here is logged, never
+        the client's error."""
+        try:
+            state = self.prada.observe(key.rowid, images, classes)
+        except (Busy, Conflict) as e:
+            log.warning("PRADA skipped a batch of key %s: %s", key.id, e)
+            return
+        if state.flagged and not key.flagged:
+            with self.store.transaction() as con:
+                self.store.flag(con, key.rowid)
+            self.keys.clear()
+            log.warning("PRADA flagged key %s after %d queries (W = %.4f)", key.id, state.seen, state.w)
 
 
 def budget_error(n: int, remaining: int, budget: int) -> RequestError:
@@ -173,13 +196,35 @@ def budget_error(n: int, remaining: int, budget: int) -> RequestError:
     )
 
 
+def rate_error(key: KeyRecord, wait: float) -> RequestError:
+    return RequestError(
+        429, f"rate limit of key {key.id} exceeded: retry in {wait:.1f} s", headers={"Retry-After": str(int(wait) + 1)}
+    )
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it passes the limit, before it is all read."""
+    """The body, refused (413) as soon as it passes the limit, and (408) when it comes too slowly."""
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
         raise RequestError(413, f"body of {length} bytes is over the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    deadline = time.monotonic() + BODY_TIMEOUT_S
+    stream = request.stream().__aiter__()
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), min(left, CHUNK_TIMEOUT_S))
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise RequestError(
+                408,
+                f"the body did not arrive in time ({BODY_TIMEOUT_S:.0f} s in all, "
+                f"{CHUNK_TIMEOUT_S:.0f} s between chunks)",
+                headers={"Connection": "close"},
+            ) from None
+        except ClientDisconnect:
+            raise RequestError(400, "the client disconnected before sending its body") from None
         size += len(chunk)
         if size > limit:
             raise RequestError(413, f"body is over the limit of {limit} bytes")
@@ -187,13 +232,42 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def error_response(status: int, message: str, **extra) -> JSONResponse:
-    return JSONResponse({"error": " ".join(str(message).split()), **extra}, status_code=status)
+def error_response(status: int, message: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"error": " ".join(str(message).split()), **extra}, status_code=status, headers=headers)
+
+
+class AccessLog:
+    """One line per request, after its response: key id, method, path, status, images, ms, client.
+    Pure ASGI (no BaseHTTPMiddleware): it costs a clock read and a log call."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [0]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            state = scope.get("state") or {}
+            client = scope.get("client") or ("-", 0)
+            access.info(
+                "%s %s %s key=%s images=%d ms=%.1f client=%s",
+                status[0] or "-", scope["method"], scope["path"], state.get("key_id", "-"), state.get("images", 0),
+                1000 * (time.perf_counter() - start), client[0],
+            )  # fmt: skip
 
 
 def create_app(
     run_dir: Path,
-    db_path: Path,
+    db_path,
     defenses: Sequence = (),
     *,
     keys: Sequence[KeySpec] = (),
@@ -201,32 +275,48 @@ def create_app(
     prada: PradaConfig | None = None,
     block_flagged: bool = False,
     threads: int = 0,
+    rate: RateLimit | None = None,
+    key_secret: Path | None = None,
 ) -> FastAPI:
     """The app for a run directory's `model.onnx`; `defenses` (built and fitted) wrap its answers
-    in order; `keys` (from a keys file) are added or updated in the database at `db_path`."""
+    in order; `keys` (from a keys file) are declared in the store at `db_path` (an SQLite file
+    or a postgresql:// URL): added, updated, and the keys an earlier file declared but this
+    one dropped revoked."""
     limits = limits or Limits()
-    store = KeyStore(db_path)
+    store = KeyStore(db_path, secret_file=key_secret)
     if keys:
-        store.declare(list(keys))
-    service = Service(load_served_model(run_dir, threads), store, defenses, limits, prada, block_flagged)
-    bearer = HTTPBearer(auto_error=False, description="An API key from `divqat keys add` or the keys file.")
-    Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+        for dropped in store.declare(list(keys)):
+            log.warning("key %s revoked: the keys file no longer lists it", dropped.id)
+    model = load_served_model(run_dir, threads)
+    service = Service(model, store, defenses, limits, prada, block_flagged, rate)
 
     app = FastAPI(
         title="divqat victim",
         version=__version__,
-        description="A divqat model served by its deployed ONNX file: float32 NCHW pixels in [0, 1] in, "
-        "class probabilities (or top-k, or labels, by key) out. Every query is counted against the key's budget.",
+        description=f"A divqat model served by its deployed ONNX file: float32 NCHW pixels in [0, 1] of shape "
+        f"(N, {', '.join(map(str, model.input_shape))}) in, {model.num_classes} class probabilities (or top-k, or "
+        "labels, by key) out. Every image is counted against the key's budget.",
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,  # a redirect's Location would come from the client's Host header
     )
     app.state.service = service
+    app.add_middleware(AccessLog)
+    scheme = {"bearer": {"type": "http", "scheme": "bearer", "description": "An API key from `divqat keys add`."}}
+    secured = [{"bearer": []}]
 
     @app.exception_handler(RequestError)
     async def refused(request: Request, e: RequestError):
-        return error_response(e.status, e.message, **e.extra)
+        return error_response(e.status, e.message, e.headers, **e.extra)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, e: Busy):
+        log.warning("%s", e)
+        return error_response(503, "the server is busy: try again shortly", {"Retry-After": "1"})
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, e: HTTPException):
-        return error_response(e.status_code, e.detail)
+    async def http_error(request: Request, e: HTTPException):  # 404, and 405 with its Allow header
+        return error_response(e.status_code, e.detail, getattr(e, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
@@ -236,48 +326,84 @@ def create_app(
 
     @app.exception_handler(Exception)  # the last resort (Starlette re-raises after it): see predict
     async def internal(request: Request, e: Exception):
-        log.exception("unhandled error on %s", request.url.path)
+        log.error("unhandled %s on %s: %s", type(e).__name__, request.url.path, e, exc_info=e)
         return error_response(500, "internal server error")
 
-    @app.get("/healthz", summary="Liveness: answers without a key")
+    async def key_of(request: Request) -> KeyRecord:
+        key = service.authenticate(request.headers.get("authorization"))
+        request.state.key_id = key.id
+        return key
+
+    @app.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness: answers without a key")
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/v1/model", summary="The model's input contract and the per-request limits", responses={401: ERROR})
-    def model_info(credentials: Credentials) -> dict:
-        service.authenticate(credentials)
+    @app.get("/v1/model", summary="The model's input contract and the per-request limits",
+             responses={401: ERROR}, openapi_extra={"security": secured})  # fmt: skip
+    async def model_info(request: Request) -> dict:
+        await key_of(request)
         return {
-            "input_shape": list(service.model.input_shape),
-            "num_classes": service.model.num_classes,
+            "input_shape": list(model.input_shape),
+            "num_classes": model.num_classes,
             "dtype": "float32",
             "pixel_range": [0.0, 1.0],
             "max_batch": limits.max_batch,
             "max_body_bytes": limits.max_body_bytes,
         }
 
-    @app.get("/v1/usage", summary="The caller's budget, queries used and remaining", responses={401: ERROR})
-    def usage(credentials: Credentials) -> dict:
-        return service.usage(credentials)
+    @app.get("/v1/usage", summary="The caller's budget, queries used and remaining",
+             responses={401: ERROR, 403: ERROR}, openapi_extra={"security": secured})  # fmt: skip
+    async def usage(request: Request) -> dict:
+        return await run_in_threadpool(service.usage, await key_of(request))
 
     @app.post(
         "/v1/predict",
-        summary="Answer a batch of images (counted against the key's budget)",
-        openapi_extra={"requestBody": PREDICT_BODY},
+        summary="Answer a batch of images (each counted against the key's budget)",
+        openapi_extra={"requestBody": predict_body(model.input_shape, limits.max_batch), "security": secured},
         responses={
             200: {"content": {"application/json": {"example": {"probabilities": [[0.9, 0.1]]}}}},
-            **{status: ERROR for status in (400, 401, 403, 413, 422, 429)},
+            **{status: ERROR for status in (400, 401, 403, 408, 413, 422, 429, 503)},
         },
     )
-    async def predict(request: Request, credentials: Credentials):
-        if credentials is None:  # refuse before reading a body nobody will pay for
-            raise RequestError(401, "missing API key: send the header Authorization: Bearer KEY")
+    async def predict(request: Request):
+        key = service.admit(request.headers.get("authorization"))  # before a byte of the body is read
+        request.state.key_id = key.id
         body = await read_body(request, limits.max_body_bytes)
         try:
-            return await run_in_threadpool(service.predict, credentials, body)
-        except RequestError:
+            response, n = await run_in_threadpool(service.predict, key, body)
+        except (RequestError, Busy):
             raise
-        except Exception:  # answered here, not re-raised: uvicorn would drop the client's connection
-            log.exception("unhandled error on /v1/predict")
+        except Exception as e:  # answered here, not re-raised: uvicorn would drop the client's connection
+            log.error("unhandled %s on /v1/predict: %s", type(e).__name__, e, exc_info=e)
             return error_response(500, "internal server error")
+        request.state.images = n
+        return response
 
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="divqat victim",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
+    mount_docs_assets(app)
+    original_openapi = app.openapi
+
+    def openapi():
+        spec = original_openapi()
+        spec.setdefault("components", {})["securitySchemes"] = scheme
+        return spec
+
+    app.openapi = openapi
     return app
+
+
+def mount_docs_assets(app: FastAPI) -> None:
+    """Swagger UI's files from the swagger-ui-bundle package: the docs page works offline."""
+    import swagger_ui_bundle
+    from starlette.staticfiles import StaticFiles
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")

@@ -1,8 +1,7 @@
 """`divqat serve` and `divqat keys add|list|revoke`. FastAPI and uvicorn are imported inside the
 commands, so `divqat --help` does not pay for them."""
 
-import json
-import secrets
+import os
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -15,8 +14,14 @@ from divqat.cli_options import DefenseOption, DefenseParamOption
 from divqat.errors import DivqatError
 from divqat.ui import console
 
-DEFAULT_DB = Path("serve.db")
-DbOption = Annotated[Path, typer.Option("--db", help="The key database (SQLite, created on first use).")]
+DEFAULT_DB = "serve.db"
+DbOption = Annotated[
+    str, typer.Option("--db", help="The key database: an SQLite file (created on first use) or postgresql://...")
+]
+KeySecretOption = Annotated[
+    Path | None,
+    typer.Option(help="The key secret keys are hashed with [default: DB.secret beside an SQLite DB, made 0600]."),
+]
 
 
 def serve(
@@ -24,9 +29,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one (printed).")] = 8000,
     keys: Annotated[
-        Path | None, typer.Option(help="YAML list of {key, budget, output} to add or update at start.")
+        Path | None,
+        typer.Option(help="YAML list of {key, budget, output} to declare at start (as `divqat keys import`)."),
     ] = None,
     db: DbOption = DEFAULT_DB,
+    key_secret: KeySecretOption = None,
+    workers: Annotated[int, typer.Option(help="Server processes sharing the port and the database.")] = 1,
     defense: DefenseOption = None,
     defense_param: DefenseParamOption = None,
     data_root: Annotated[
@@ -47,51 +55,66 @@ def serve(
     prada_block: Annotated[bool, typer.Option(help="Refuse (403) keys PRADA has flagged.")] = False,
     max_batch: Annotated[int, typer.Option(help="Images per request at most.")] = 1024,
     max_body_mb: Annotated[float, typer.Option(help="Request body size limit, MiB.")] = 32.0,
+    rate_requests: Annotated[float, typer.Option(help="Requests per second per key (0: no limit).")] = 200.0,
+    rate_images: Annotated[float, typer.Option(help="Images per second per key (0: no limit).")] = 20_000.0,
+    max_connections: Annotated[int, typer.Option(help="Open connections per worker; more get a 503.")] = 256,
     threads: Annotated[
-        int,
-        typer.Option(help="onnxruntime threads per request; 0: one per core. Concurrent requests fill the cores."),
-    ] = 1,
-    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+        int | None,
+        typer.Option(help="onnxruntime threads per request [default: cores / workers]."),
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request (key id, status, images, ms).")] = True,
 ):
     """Serve a run's deployed model over HTTP: keys, budgets, defenses, PRADA (docs at /docs)."""
     from divqat.serve.payload import Limits
+    from divqat.serve.ratelimit import RateLimit
+    from divqat.serve.worker import ServeSettings
 
     if max_batch < 1 or max_body_mb * 2**20 < 1024:
         raise DivqatError("--max-batch must be >= 1 and --max-body-mb at least 0.001")
+    if workers < 1 or max_connections < 1 or (threads is not None and threads < 0):
+        raise DivqatError("--workers and --max-connections must be >= 1, --threads >= 0")
     if (prada_delta is not None or prada_block) and not prada:
         raise DivqatError("--prada-delta and --prada-block need --prada")
     if not run_dir.is_dir():
         raise DivqatError(f"{run_dir} is not a directory")
+    if (watermark is None) != (secret_file is None):
+        raise DivqatError("--watermark RATE and --secret-file FILE go together")
+    try:
+        rate = RateLimit(rate_requests, rate_images)
+    except ValueError as e:
+        raise DivqatError(f"--rate-requests/--rate-images: {e}") from None
     specs = load_keys(keys)
     config = prada_config(prada_delta) if prada else None
-    defenses = build_defenses(run_dir, defense or [], defense_param or [], data_root, seed)
-    if watermark is not None or secret_file is not None:
-        from divqat.defenses.chain import check_watermark_last
-
-        defenses = (*defenses, watermark_defense(watermark, secret_file))
-        check_watermark_last(defenses)
-    listener = listen(host, port)
-    import uvicorn
-
-    from divqat.serve.app import create_app
-
-    app = create_app(
-        run_dir, db, defenses, keys=specs, limits=Limits(max_batch, int(max_body_mb * 2**20)), prada=config,
-        block_flagged=prada_block, threads=threads,
+    settings = ServeSettings(
+        run_dir=str(run_dir), db=str(db), key_secret=str(key_secret) if key_secret else None,
+        defenses=tuple(defense or ()), defense_params=tuple(defense_param or ()),
+        data_root=str(data_root) if data_root else None, seed=seed, watermark=watermark,
+        secret_file=str(secret_file) if secret_file else None, prada_delta=config.delta if config else None,
+        prada_block=prada_block, max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
+        rate_requests=rate.requests_per_s / workers, rate_images=rate.images_per_s / workers,
+        threads=threads if threads is not None else max(1, (os.cpu_count() or 1) // workers),
     )  # fmt: skip
-    service = app.state.service
+    Limits(settings.max_batch, settings.max_body_bytes)
+    from divqat.serve.keys import KeyStore
+
+    store = KeyStore(db, secret_file=key_secret)
+    for dropped in store.declare(specs) if specs else ():
+        console.print(f"key {dropped.id} revoked: {keys} no longer lists it")
+    known = len(store.all())
+    settings.check()  # builds the chain and loads the model once here: errors are one line before binding
+    listener = listen(host, port)
     bound_host, bound_port = listener.getsockname()[:2]
     bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host  # IPv6 in a URL
+    names = [*settings.defenses, *(["watermark"] if watermark is not None else [])]
     console.print(
-        f"serving {run_dir} at http://{bound_host}:{bound_port} (docs: /docs; keys: {db}, "
-        f"{len(service.store.all())} known; defenses: {', '.join(d.name for d in defenses) or 'none'}; "
-        f"PRADA: {f'delta {config.delta}' if config else 'off'})",
+        f"serving {run_dir} at http://{bound_host}:{bound_port} (docs: /docs; keys: {store.db}, {known} known; "
+        f"defenses: {', '.join(names) or 'none'}; PRADA: {f'delta {config.delta}' if config else 'off'}; "
+        f"{workers} worker{'s' * (workers > 1)} x {settings.threads} thread{'s' * (settings.threads > 1)})",
         soft_wrap=True,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=access_log, timeout_graceful_shutdown=5)
-    )
-    server.run(sockets=[listener])
+    from divqat.serve.worker import run
+
+    run(settings, listener, workers=workers, max_connections=max_connections, access_log=access_log)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -122,101 +145,97 @@ def prada_config(delta: float | None):
         raise DivqatError(f"--prada-delta: {e}") from None
 
 
-def build_defenses(run_dir: Path, names: list[str], pairs: list[str], data_root: Path | None, seed: int) -> tuple:
-    """Defenses as `divqat attack` builds them (defenses/chain.py); those with a model of their
-    own are fitted on the victim's dataset here, at start-up."""
-    from divqat.defenses import Defense
-    from divqat.defenses.chain import build_chain, parse_params
+def store_of(db: str, key_secret: Path | None, create: bool = True):
+    from divqat.serve.keys import KeyStore
 
-    defenses = build_chain(names, parse_params(pairs), seed=seed)
-    if not defenses:
-        return ()
-    needing_data = [d for d in defenses if type(d).fit is not Defense.fit]
-    if needing_data:
-        import torch
-
-        from divqat.data import load_splits
-        from divqat.serve.model import load_served_model
-
-        dataset = read_dataset_name(run_dir)
-        try:
-            splits = load_splits(dataset, data_root)
-        except DivqatError as e:
-            names = ", ".join(d.name for d in needing_data)
-            raise DivqatError(f"defense {names} needs the victim's {dataset} data: {e}") from None
-        model = load_served_model(run_dir)
-
-        def backend(images):
-            return torch.from_numpy(model.predict_proba(images.numpy()))
-
-        for d in needing_data:
-            d.fit(backend, splits)
-    return defenses
-
-
-def watermark_defense(rate: float | None, secret_file: Path | None):
-    """The watermark last in the chain, so that what it records is what the key receives."""
-    if rate is None or secret_file is None:
-        raise DivqatError("--watermark RATE and --secret-file FILE go together")
-    from divqat.defenses import create_defense
-
-    return create_defense("watermark", {"rate": rate, "secret_file": str(secret_file)})
-
-
-def read_dataset_name(run_dir: Path) -> str:
-    try:
-        return json.loads((run_dir / "config.json").read_text())["victim"]["dataset"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DivqatError(f"{run_dir}/config.json: cannot read the victim's dataset ({e})") from None
+    return KeyStore(db, create=create, secret_file=key_secret)
 
 
 def keys_add(
     budget: Annotated[int, typer.Option(help="Queries (images) the key may make in all.")],
     output: Annotated[str, typer.Option(help="probabilities, top-k:K or label.")] = "probabilities",
-    key: Annotated[str | None, typer.Option(help="The key; a random one is made (and printed) if absent.")] = None,
+    key: Annotated[
+        str | None, typer.Option(help="The key (32+ characters); a random one is made and printed if absent.")
+    ] = None,
     db: DbOption = DEFAULT_DB,
+    key_secret: KeySecretOption = None,
 ):
-    """Add a key with its budget and output mode."""
-    from divqat.serve.keys import KeySpec, KeyStore, check_budget, check_key
+    """Add a key with its budget and output mode; a generated key is printed alone on stdout."""
+    from divqat.serve.keys import KeySpec, check_budget, check_key, new_key
     from divqat.wire import parse_output_mode
 
     made = key is None
-    key = secrets.token_urlsafe(24) if made else check_key(key)
-    added = KeyStore(db).add(KeySpec(key, check_budget(budget), parse_output_mode(output)))
+    key = new_key() if made else check_key(key)
+    spec = KeySpec(key, check_budget(budget), parse_output_mode(output))
+    added = store_of(db, key_secret).add(spec)
     if made:
         print(key)  # stdout, alone: `KEY=$(divqat keys add ...)` works
     console.print(f"key {added.id} added to {db}: budget {added.budget}, output {added.output}")
 
 
-def keys_list(db: DbOption = DEFAULT_DB):
-    """Every key: id, budget, used, remaining, output mode, when created, revoked, flagged."""
-    from divqat.serve.keys import KeyStore
+def keys_import(
+    file: Annotated[Path, typer.Argument(help="A YAML list of {key, budget, output}.")],
+    db: DbOption = DEFAULT_DB,
+    key_secret: KeySecretOption = None,
+):
+    """Declare a keys file: its keys added or updated (counts kept), and the keys an earlier
+    file declared that this one dropped revoked. The file is not needed afterwards."""
+    from divqat.serve.keys import load_keys_file
 
+    store = store_of(db, key_secret)
+    specs = load_keys_file(file)
+    dropped = store.declare(specs)
+    for k in dropped:
+        console.print(f"key {k.id} revoked: {file} no longer lists it")
+    console.print(f"{len(specs)} keys declared from {file} into {db}; {len(dropped)} revoked")
+
+
+def keys_list(db: DbOption = DEFAULT_DB, key_secret: KeySecretOption = None):
+    """Every key: id, budget, used, remaining, output mode, origin, when created, revoked, flagged."""
     table = Table(title=str(db))
-    for column in ("id", "budget", "used", "remaining", "output", "created", "revoked", "flagged"):
+    columns = ("id", "budget", "used", "remaining", "output", "origin", "created", "revoked", "flagged")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("budget", "used", "remaining") else "left")
-    for k in KeyStore(db, create=False).all():
-        row = (k.id, k.budget, k.used, k.remaining, k.output, k.created, k.revoked or "", k.flagged or "")
+    for k in store_of(db, key_secret, create=False).all():
+        row = (k.id, k.budget, k.used, k.remaining, k.output, k.origin, k.created, k.revoked or "", k.flagged or "")
         table.add_row(*map(str, row))
-    Console(stderr=True, width=max(console.width, 150)).print(table)  # ids and dates whole, even in a pipe
+    Console(stderr=True, width=max(console.width, 170)).print(table)  # ids and dates whole, even in a pipe
 
 
 def keys_revoke(
     key: Annotated[str, typer.Argument(help="The key, or its id (as `divqat keys list` shows it).")],
     db: DbOption = DEFAULT_DB,
+    key_secret: KeySecretOption = None,
 ):
-    """Revoke a key: its requests are refused (403) from now on; its count is kept."""
-    from divqat.serve.keys import KeyStore
-
-    revoked = KeyStore(db, create=False).revoke(key)
+    """Revoke a key: its requests are refused (403) from now on; its count and watermark record
+    are kept, its PRADA state purged."""
+    revoked = store_of(db, key_secret, create=False).revoke(key)
     console.print(f"key {revoked.id} revoked ({revoked.used} of {revoked.budget} queries used)")
+
+
+def keys_set(
+    key: Annotated[str, typer.Argument(help="The key, or its id (as `divqat keys list` shows it).")],
+    budget: Annotated[int | None, typer.Option(help="The key's new budget, in queries in all.")] = None,
+    output: Annotated[str | None, typer.Option(help="Its new output mode: probabilities, top-k:K or label.")] = None,
+    clear_flag: Annotated[bool, typer.Option(help="Clear PRADA's flag (and restart its PRADA state).")] = False,
+    db: DbOption = DEFAULT_DB,
+    key_secret: KeySecretOption = None,
+):
+    """Change a key's budget or output mode, or clear its flag; its count is kept."""
+    if budget is None and output is None and not clear_flag:
+        raise DivqatError("nothing to change: give --budget, --output or --clear-flag")
+    changed = store_of(db, key_secret, create=False).update(key, budget, output, clear_flag)
+    flag = f", flagged {changed.flagged}" if changed.flagged else ""
+    console.print(f"key {changed.id}: budget {changed.budget} ({changed.used} used), output {changed.output}{flag}")
 
 
 def register(app: typer.Typer) -> None:
     """Add `serve` and `keys` to the `divqat` command line."""
     app.command()(serve)
-    keys = typer.Typer(no_args_is_help=True, help="Manage the API keys of `divqat serve` (SQLite at --db).")
+    keys = typer.Typer(no_args_is_help=True, help="Manage the API keys of `divqat serve` (the store at --db).")
     keys.command("add")(keys_add)
+    keys.command("import")(keys_import)
     keys.command("list")(keys_list)
+    keys.command("set")(keys_set)
     keys.command("revoke")(keys_revoke)
     app.add_typer(keys, name="keys")

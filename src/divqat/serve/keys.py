@@ -1,19 +1,23 @@
-"""API keys and their query budgets in SQLite: one row per key, spending that is atomic.
+"""API keys and their query budgets: one row per key, spending that is atomic.
 
-The database holds no usable key, only its SHA-256; a key is shown by `id`, the first 12 hex
-digits of that hash. WAL mode lets readers (every request's key lookup) run beside the writer.
+The store (SQLite or PostgreSQL, serve/database.py) holds no usable key: only HMAC-SHA-256 of
+it under the server's key secret, a file of 32 random bytes kept apart from the database
+(`--key-secret`; for SQLite the default is `DB.secret`, made 0600 on first use). A leaked
+database alone lets nobody test guesses offline. A key is shown by a random public id that
+says nothing of its hash. New keys are at least 32 characters (generated ones 43, 256 random
+bits), so guessing one online is hopeless too.
+
 A spend is one conditional UPDATE, `used = used + n WHERE used + n <= budget`, so no
-interleaving of requests, threads or processes can take a key past its budget; it commits
-before the answer is sent, and with synchronous=NORMAL a commit survives the server being
-killed (kill -9), though not the machine losing power mid-write (that would need FULL, an
-fsync per request).
+interleaving of requests, threads, processes or replicas can take a key past its budget; it
+commits before the answer is sent. SQLite runs in WAL mode with synchronous=NORMAL: a commit
+survives the server being killed (kill -9), though not the machine losing power mid-write.
 """
 
 import hashlib
+import hmac
+import os
 import re
-import sqlite3
-import threading
-from contextlib import contextmanager
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,37 +25,73 @@ from pathlib import Path
 import yaml
 
 from divqat.errors import DivqatError
-from divqat.serve.watermarks import SCHEMA as WATERMARK_SCHEMA
+from divqat.serve.database import Connection, Database
 from divqat.wire import OutputMode, parse_output_mode
 
-SCHEMA_VERSION = 2  # 2: the watermark record (serve/watermarks.py); 1 -> 2 adds its table
+SCHEMA_VERSION = 3  # 2: the watermark record; 3: HMAC keys, public ids, origins, ordered members
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS keys (
-    id INTEGER PRIMARY KEY,
-    key_hash TEXT NOT NULL UNIQUE,                -- sha256 hex of the key
+    id {id},
+    public_id TEXT NOT NULL UNIQUE,               -- random, unrelated to the hash: what operator and client see
+    key_hash TEXT NOT NULL UNIQUE,                -- HMAC-SHA-256 of the key under the key secret (hex)
+    hash_kind TEXT NOT NULL,                      -- hmac-sha256; sha256 for a schema-2 key until its next use
     budget INTEGER NOT NULL CHECK (budget >= 0),  -- queries (images) the key may make in all
     used INTEGER NOT NULL DEFAULT 0 CHECK (used >= 0),
     output TEXT NOT NULL,                         -- probabilities, top-k:K or label
+    origin TEXT NOT NULL,                         -- file (a keys file declared it) or command
     created TEXT NOT NULL,                        -- UTC, ISO 8601
     revoked TEXT,                                 -- when it was revoked, NULL while live
     flagged TEXT                                  -- when extraction detection flagged it, NULL if never
 );
 """
-KEY_PATTERN = re.compile(r"[A-Za-z0-9._~+/=-]{8,256}")  # RFC 6750 bearer-token characters
+KEY_PATTERN = re.compile(r"[A-Za-z0-9._~+/=-]{8,256}")  # RFC 6750 bearer-token characters (schema-2 keys: 8+)
+MIN_KEY_LENGTH = 32
+HMAC_KIND, LEGACY_KIND = "hmac-sha256", "sha256"
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def check_key(key: str) -> str:
-    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
-        raise DivqatError("a key is 8 to 256 characters of A-Z a-z 0-9 . _ ~ + / = -")
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key) or len(key) < MIN_KEY_LENGTH:
+        raise DivqatError(
+            f"a key is {MIN_KEY_LENGTH} to 256 characters of A-Z a-z 0-9 . _ ~ + / = - "
+            "(leave it out and `divqat keys add` makes one)"
+        )
     return key
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_public_id() -> str:
+    return secrets.token_hex(6)
+
+
+def read_key_secret(path: Path, create: bool) -> bytes:
+    """The key secret's bytes; made (32 random bytes, 0600) when absent and `create`."""
+    path = Path(path)
+    if not path.exists() and create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it meanwhile
+            pass
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+    try:
+        secret = path.read_bytes()
+    except FileNotFoundError:
+        raise DivqatError(f"no key secret at {path}: the keys of this database cannot be checked without it") from None
+    except OSError as e:
+        raise DivqatError(f"{path}: cannot read the key secret ({e.strerror})") from None
+    if len(secret) < 16:
+        raise DivqatError(f"{path}: a key secret is at least 16 bytes, this file has {len(secret)}")
+    return secret
 
 
 @dataclass(frozen=True)
@@ -68,29 +108,26 @@ class KeyRecord:
     """A key's row as the server reads it."""
 
     rowid: int
-    key_hash: str
+    id: str  # the public id
     budget: int
     used: int
     output: OutputMode
+    origin: str
     created: str
     revoked: str | None
     flagged: str | None
-
-    @property
-    def id(self) -> str:
-        return self.key_hash[:12]
 
     @property
     def remaining(self) -> int:
         return max(self.budget - self.used, 0)
 
 
+COLUMNS = "id, public_id, budget, used, output, origin, created, revoked, flagged"
+
+
 def record(row) -> KeyRecord:
-    rowid, key_hash, budget, used, output, created, revoked, flagged = row
-    return KeyRecord(rowid, key_hash, budget, used, parse_output_mode(output), created, revoked, flagged)
-
-
-COLUMNS = "id, key_hash, budget, used, output, created, revoked, flagged"
+    rowid, public_id, budget, used, output, origin, created, revoked, flagged = row
+    return KeyRecord(rowid, public_id, budget, used, parse_output_mode(output), origin, created, revoked, flagged)
 
 
 def check_budget(budget) -> int:
@@ -99,110 +136,143 @@ def check_budget(budget) -> int:
     return budget
 
 
+def default_secret_file(target) -> Path | None:
+    return None if Database(target).postgres else Path(f"{target}.secret")
+
+
 class KeyStore:
-    """The key database. One connection per thread (sqlite3 connections are not shared);
-    writes in this process take one lock, so threads queue here rather than in SQLite's
-    busy-wait; other processes are kept out by SQLite's own write lock."""
+    """The key store and the schema of the whole database (keys, PRADA, watermark records)."""
 
-    def __init__(self, path: Path, create: bool = True):
-        self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise DivqatError(f"no key database at {self.path} (create one with `divqat keys add --db {self.path}`)")
-        self.local = threading.local()
-        self.write_lock = threading.Lock()
-        with self.transaction() as con:
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise DivqatError(f"{self.path}: made by a newer divqat (schema {version} > {SCHEMA_VERSION})")
-            for statement in filter(str.strip, (SCHEMA + WATERMARK_SCHEMA).split(";")):
-                con.execute(statement)
-            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    def __init__(self, target, create: bool = True, secret_file: Path | None = None):
+        self.db = Database(target)
+        self.path = self.db.target
+        if not create and not self.db.exists():
+            raise DivqatError(f"no key database at {self.db} (create one with `divqat keys add --db {self.db}`)")
+        self.secret_file = secret_file or default_secret_file(target)
+        self._secret = None
+        from divqat.serve import migrations
 
-    def connection(self) -> sqlite3.Connection:
-        con = getattr(self.local, "con", None)
-        if con is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                con = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-                if con.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
-                    raise DivqatError(f"{self.path}: SQLite refused WAL mode (a network file system?)")
-                con.execute("PRAGMA synchronous=NORMAL")
-            except sqlite3.DatabaseError as e:  # not a database, unwritable directory, ...
-                raise DivqatError(f"{self.path}: cannot open the key database ({e})") from None
-            self.local.con = con
-        return con
+        migrations.migrate(self.db, self)
+        if create:
+            self.secret  # noqa: B018  (made with the database; otherwise read when first needed)
 
-    @contextmanager
+    @property
+    def secret(self) -> bytes:
+        """The key secret, made only while no key depends on one (a new or a schema-2 database)."""
+        if self._secret is None:
+            if self.secret_file is None:
+                raise DivqatError("a PostgreSQL --db needs --key-secret FILE (the same file on every replica)")
+            hashed = self.db.read("SELECT COUNT(*) FROM keys WHERE hash_kind = ?", (HMAC_KIND,))[0][0]
+            self._secret = read_key_secret(self.secret_file, create=hashed == 0)
+        return self._secret
+
+    def hash(self, key: str) -> str:
+        return hmac.new(self.secret, key.encode(), hashlib.sha256).hexdigest()
+
     def transaction(self):
-        """BEGIN IMMEDIATE ... COMMIT: the write lock is taken at the start, so a transaction
-        that reads then writes (PRADA's state) never sees a row another writer is changing."""
-        con = self.connection()
-        with self.write_lock:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+        return self.db.transaction()
+
+    def connection(self) -> Connection:
+        return self.db.connection()
 
     # -- reads ---------------------------------------------------------------------------------
     def lookup(self, key: str) -> KeyRecord | None:
-        row = self.connection().execute(f"SELECT {COLUMNS} FROM keys WHERE key_hash = ?", (hash_key(key),)).fetchone()
-        return record(row) if row else None
+        rows = self.db.read(f"SELECT {COLUMNS} FROM keys WHERE key_hash = ?", (self.hash(key),))
+        if rows:
+            return record(rows[0])
+        legacy = hashlib.sha256(key.encode()).hexdigest()  # a key made before schema 3
+        rows = self.db.read("SELECT id FROM keys WHERE key_hash = ? AND hash_kind = ?", (legacy, LEGACY_KIND))
+        if not rows:
+            return None
+        with self.transaction() as con:  # rehashed at its first use: the plain hash leaves the database
+            con.execute(
+                "UPDATE keys SET key_hash = ?, hash_kind = ? WHERE id = ?", (self.hash(key), HMAC_KIND, rows[0][0])
+            )
+        return self.get(rows[0][0])
 
     def get(self, rowid: int) -> KeyRecord:
-        return record(self.connection().execute(f"SELECT {COLUMNS} FROM keys WHERE id = ?", (rowid,)).fetchone())
+        return record(self.db.read(f"SELECT {COLUMNS} FROM keys WHERE id = ?", (rowid,))[0])
 
     def find(self, key_or_id: str) -> KeyRecord:
-        """A key by itself or by its id (or an unambiguous prefix of at least 6 digits of it)."""
+        """A key by itself or by its public id (or an unambiguous prefix of at least 6 digits of it)."""
         found = self.lookup(key_or_id) if KEY_PATTERN.fullmatch(key_or_id) else None
         if found:
             return found
-        if re.fullmatch(r"[0-9a-f]{6,64}", key_or_id):
-            rows = (
-                self.connection()
-                .execute(f"SELECT {COLUMNS} FROM keys WHERE key_hash LIKE ? || '%'", (key_or_id,))
-                .fetchall()
-            )
+        if re.fullmatch(r"[0-9a-f]{6,12}", key_or_id):
+            rows = self.db.read(f"SELECT {COLUMNS} FROM keys WHERE public_id LIKE ?", (key_or_id + "%",))
             if len(rows) == 1:
                 return record(rows[0])
             if len(rows) > 1:
                 raise DivqatError(f"{key_or_id!r} matches {len(rows)} keys; give more digits of the id")
-        raise DivqatError(f"no key {key_or_id!r} in {self.path}")
+        raise DivqatError(f"no key {key_or_id!r} in {self.db}")
 
     def all(self) -> list[KeyRecord]:
-        return [record(r) for r in self.connection().execute(f"SELECT {COLUMNS} FROM keys ORDER BY id").fetchall()]
+        return [record(r) for r in self.db.read(f"SELECT {COLUMNS} FROM keys ORDER BY id")]
 
     # -- writes --------------------------------------------------------------------------------
+    def insert(self, con: Connection, spec: KeySpec, origin: str) -> None:
+        con.execute(
+            "INSERT INTO keys (public_id, key_hash, hash_kind, budget, output, origin, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (new_public_id(), self.hash(spec.key), HMAC_KIND, spec.budget, str(spec.output), origin, now()),
+        )
+
     def add(self, spec: KeySpec) -> KeyRecord:
+        if self.lookup(spec.key) is not None:
+            raise DivqatError(f"key {self.lookup(spec.key).id} is already in {self.db}")
         with self.transaction() as con:
-            try:
-                con.execute(
-                    "INSERT INTO keys (key_hash, budget, output, created) VALUES (?, ?, ?, ?)",
-                    (hash_key(spec.key), spec.budget, str(spec.output), now()),
-                )
-            except sqlite3.IntegrityError:
-                raise DivqatError(f"key {hash_key(spec.key)[:12]} is already in {self.path}") from None
+            self.insert(con, spec, "command")
         return self.lookup(spec.key)
 
-    def declare(self, specs: list[KeySpec]) -> None:
+    def declare(self, specs: list[KeySpec]) -> list[KeyRecord]:
         """A keys file's entries: new keys are added; known ones take the file's budget and output
-        mode and keep their count (and stay revoked if they were)."""
+        mode and keep their count (and stay revoked if they were); keys an earlier keys file
+        declared that this one no longer lists are revoked. Returns the keys revoked."""
+        hashes = {self.hash(s.key) for s in specs}
+        for s in specs:
+            self.lookup(s.key)  # rehashes a schema-2 key, so the update below finds it
         with self.transaction() as con:
-            con.executemany(
-                "INSERT INTO keys (key_hash, budget, output, created) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (key_hash) DO UPDATE SET budget = excluded.budget, output = excluded.output",
-                [(hash_key(s.key), s.budget, str(s.output), now()) for s in specs],
-            )
+            for s in specs:
+                updated = con.execute(
+                    "UPDATE keys SET budget = ?, output = ?, origin = 'file' WHERE key_hash = ? RETURNING id",
+                    (s.budget, str(s.output), self.hash(s.key)),
+                ).fetchone()
+                if updated is None:
+                    self.insert(con, s, "file")
+            live = con.execute("SELECT id, key_hash FROM keys WHERE origin = 'file' AND revoked IS NULL").fetchall()
+            dropped = [rowid for rowid, key_hash in live if key_hash not in hashes]
+            for rowid in dropped:
+                self.revoke_row(con, rowid)
+        return [self.get(rowid) for rowid in dropped]
 
     def revoke(self, key_or_id: str) -> KeyRecord:
         found = self.find(key_or_id)
         with self.transaction() as con:
-            con.execute("UPDATE keys SET revoked = COALESCE(revoked, ?) WHERE id = ?", (now(), found.rowid))
+            self.revoke_row(con, found.rowid)
         return self.get(found.rowid)
 
-    def spend(self, con: sqlite3.Connection, rowid: int, n: int) -> int | None:
+    def revoke_row(self, con: Connection, rowid: int) -> None:
+        """Revoked for good; its PRADA state is purged (its watermark record is evidence: kept)."""
+        con.execute("UPDATE keys SET revoked = COALESCE(revoked, ?) WHERE id = ?", (now(), rowid))
+        con.execute("DELETE FROM prada_members WHERE key_id = ?", (rowid,))
+        con.execute("DELETE FROM prada_state WHERE key_id = ?", (rowid,))
+
+    def update(self, key_or_id: str, budget: int | None = None, output=None, clear_flag: bool = False) -> KeyRecord:
+        """An operator's change to a live key: budget, output mode, or PRADA's flag cleared
+        (which also restarts its PRADA state, so that it is not flagged again at once)."""
+        found = self.find(key_or_id)
+        with self.transaction() as con:
+            if budget is not None:
+                con.execute("UPDATE keys SET budget = ? WHERE id = ?", (check_budget(budget), found.rowid))
+            if output is not None:
+                con.execute("UPDATE keys SET output = ? WHERE id = ?", (str(parse_output_mode(output)), found.rowid))
+            if clear_flag:
+                con.execute("UPDATE keys SET flagged = NULL WHERE id = ?", (found.rowid,))
+                con.execute("DELETE FROM prada_members WHERE key_id = ?", (found.rowid,))
+                con.execute("DELETE FROM prada_state WHERE key_id = ?", (found.rowid,))
+        return self.get(found.rowid)
+
+    def spend(self, con: Connection, rowid: int, n: int) -> int | None:
         """Count n queries if the budget allows it, atomically; returns what is left, or None
         (nothing spent) when the batch would pass the budget or the key was revoked meanwhile."""
         row = con.execute(
@@ -212,7 +282,7 @@ class KeyStore:
         ).fetchone()
         return None if row is None else row[0]
 
-    def flag(self, con: sqlite3.Connection, rowid: int) -> None:
+    def flag(self, con: Connection, rowid: int) -> None:
         con.execute("UPDATE keys SET flagged = COALESCE(flagged, ?) WHERE id = ?", (now(), rowid))
 
 

@@ -10,14 +10,16 @@ a roughly normal D; synthetic ones (JBDA's small steps, a generator's samples) d
 flags the client.
 
 What is kept, and why it stays bounded:
-- G_c: the members themselves (float32 rows), at most `max_members` per class; once full, the
-  set only answers distance queries. The nearest member of a batch is found with one GEMM per
+- G_c: the members themselves (float32 rows), at most `max_members` per class (once full, the
+  set only answers distance queries) and at most `max_key_bytes` over all classes of a client
+  (the oldest members are evicted first), so a client costs the same whatever the number of
+  classes. The nearest member of a batch is found with one GEMM per
   class (|g|^2 + |x|^2 - 2 g.x) and its distance then recomputed exactly, since the expansion
   cancels badly for near-duplicates, the very queries that matter here.
 - G_c's distances: only count, sum and sum of squares (all T_c needs), per class.
 - D: the last `window` values (Shapiro-Wilk's p-value approximation holds up to 5,000).
-So a client costs at most K * max_members * C*H*W * 4 bytes (31 MB for Fashion-MNIST at the
-default 1,000) and 20 KB of D, whatever its number of queries.
+So a client costs at most `max_key_bytes` (8 MiB: 2,675 members at 28x28, 682 at 32x32x3) and
+20 KB of D, whatever its number of queries or the model's number of classes.
 
 Speed: a batch of 64 random images against full sets (3 classes x 1,000) takes 2.9 ms with
 numpy's BLAS on one thread and 9-64 ms with OpenBLAS's two threads on the busy 2-core
@@ -25,7 +27,8 @@ machine (its threads spin against the server's), so a server with PRADA runs BLA
 thread: requests are its parallelism.
 
 Processing a batch gives exactly the state of processing its queries one by one (a property
-test checks it); W is computed once per `observe` call, so a server tests after each request.
+test checks it) as long as no member is evicted (eviction runs after each batch); W is computed
+once per `observe` call, so a server tests after each request.
 """
 
 from dataclasses import dataclass, field
@@ -41,11 +44,18 @@ class PradaConfig:
     window: int = 5000  # D keeps this many most recent distances
     max_members: int = 1000  # growing-set members kept per class
     outlier_std: float = 3.0  # D's values further than this many std from its mean are left out of the test
+    max_key_bytes: int = 8 * 2**20  # members kept per client over all classes, oldest evicted first
+    cache_bytes: int = 256 * 2**20  # clients' states a server keeps in memory, least recently used evicted
 
     def __post_init__(self):
         if not 0 < self.delta <= 1:
             raise ValueError(f"delta must be in (0, 1], got {self.delta}")
-        if self.min_distances < 3 or self.window <= self.min_distances or self.max_members < 1:
+        if (
+            self.min_distances < 3
+            or self.window <= self.min_distances
+            or self.max_members < 1
+            or self.max_key_bytes < 1
+        ):
             raise ValueError(f"bad PRADA sizes: {self}")
 
 
@@ -55,6 +65,7 @@ class GrowingSet:
     def __init__(self, dim: int):
         self.buffer = np.empty((8, dim), np.float32)
         self.sq_norms = np.empty(8, np.float32)
+        self.seqs = np.empty(8, np.int64)  # each member's place in the client's order of joining
         self.size = 0
         self.count, self.total, self.total_sq, self.threshold = 0, 0.0, 0.0, 0.0
 
@@ -62,12 +73,15 @@ class GrowingSet:
     def members(self) -> np.ndarray:
         return self.buffer[: self.size]
 
-    def add(self, x: np.ndarray, distance: float) -> None:
-        if self.size == len(self.buffer):
-            self.buffer = np.concatenate([self.buffer, np.empty_like(self.buffer)])
-            self.sq_norms = np.concatenate([self.sq_norms, np.empty_like(self.sq_norms)])
+    def add(self, x: np.ndarray, distance: float, seq: int) -> None:
+        if self.size == len(self.buffer):  # grow by doubling (from 8: eviction may leave it empty)
+            grow = max(8, self.size)
+            self.buffer = np.concatenate([self.buffer, np.empty((grow, self.buffer.shape[1]), np.float32)])
+            self.sq_norms = np.concatenate([self.sq_norms, np.empty(grow, np.float32)])
+            self.seqs = np.concatenate([self.seqs, np.empty(grow, np.int64)])
         self.buffer[self.size] = x
         self.sq_norms[self.size] = float(x @ x)
+        self.seqs[self.size] = seq
         self.size += 1
         self.count += 1
         self.total += distance
@@ -75,6 +89,15 @@ class GrowingSet:
         mean = self.total / self.count
         std = max(self.total_sq / self.count - mean * mean, 0.0) ** 0.5
         self.threshold = max(self.threshold, mean - std)
+
+    def drop_before(self, seq: int) -> int:
+        """Evict the members that joined before `seq` (they are the first ones); returns how many."""
+        k = int(np.searchsorted(self.seqs[: self.size], seq))
+        if k:
+            keep = slice(k, self.size)
+            self.buffer, self.sq_norms = self.buffer[keep].copy(), self.sq_norms[keep].copy()
+            self.seqs, self.size = self.seqs[keep].copy(), self.size - k
+        return k
 
     def nearest(self, x: np.ndarray) -> np.ndarray:
         """For each row of x, its distance to the nearest current member (exact, float64)."""
@@ -94,9 +117,12 @@ class PradaState:
     seen: int = 0  # queries observed
     w: float | None = None  # Shapiro-Wilk's W after the last observe (None until |D| > min_distances)
     detected_at: int | None = None  # queries seen when W first fell below delta
+    joins: int = 0  # members that ever joined (the next one's seq)
+    oldest: int = 0  # members that joined before this seq were evicted
 
-    def observe(self, images: np.ndarray, classes: np.ndarray, config: PradaConfig) -> list[tuple[int, int]]:
-        """Add a batch (in query order); returns (class, row) of the queries that joined a growing set."""
+    def observe(self, images: np.ndarray, classes: np.ndarray, config: PradaConfig) -> list[tuple[int, int, int]]:
+        """Add a batch (in query order); returns (class, row, seq) of the queries that joined a
+        growing set; members older than `self.oldest` were evicted to keep the client in bounds."""
         x = np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
         if x.shape[1] != self.dim:
             raise ValueError(f"queries of {x.shape[1]} values, detector state of {self.dim}")
@@ -107,6 +133,7 @@ class PradaState:
             rows = np.flatnonzero(classes == c)
             xc = x[rows]
             s = self.sets.get(c)
+            s = s if s is not None and s.size else None  # a set emptied by eviction is founded again
             to_old = s.nearest(xc) if s else np.full(len(rows), np.inf)
             # Queries of this batch that join the set are candidates for the later ones: their
             # squared distances from one GEMM pick the nearest, whose distance is then exact.
@@ -115,9 +142,10 @@ class PradaState:
             new: list[int] = []  # positions in xc of this batch's new members
             for i, row in enumerate(rows):
                 if s is None:  # the class's first query founds its set and has no distance
-                    s = self.sets[c] = GrowingSet(self.dim)
-                    s.add(xc[i], 0.0)
-                    joined.append((c, int(row)))
+                    s = self.sets[c] = self.sets.get(c) or GrowingSet(self.dim)
+                    s.add(xc[i], 0.0, self.joins)
+                    joined.append((c, int(row), self.joins))
+                    self.joins += 1
                     new.append(i)
                     continue
                 d = to_old[i]
@@ -126,8 +154,9 @@ class PradaState:
                     d = min(d, float(np.sqrt(((xc[i].astype(np.float64) - xc[j]) ** 2).sum())))
                 d_min[row] = d
                 if d > s.threshold and s.size < config.max_members:
-                    s.add(xc[i], d)
-                    joined.append((c, int(row)))
+                    s.add(xc[i], d, self.joins)
+                    joined.append((c, int(row), self.joins))
+                    self.joins += 1
                     new.append(i)
         new = d_min[~np.isnan(d_min)].astype(np.float32)
         self.distances = np.concatenate([self.distances, new])[-config.window :]
@@ -135,7 +164,24 @@ class PradaState:
         self.w = shapiro_w(self.distances, config)
         if self.w is not None and self.w < config.delta and self.detected_at is None:
             self.detected_at = self.seen
+        self.evict(max(1, config.max_key_bytes // (4 * self.dim)))
         return joined
+
+    def evict(self, keep: int) -> None:
+        """Keep the `keep` most recent members over all classes."""
+        over = self.members - keep
+        if over > 0:
+            self.oldest = int(np.sort(np.concatenate([s.seqs[: s.size] for s in self.sets.values()]))[over])
+            for s in self.sets.values():
+                s.drop_before(self.oldest)
+
+    @property
+    def members(self) -> int:
+        return sum(s.size for s in self.sets.values())
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * self.dim * self.members + self.distances.nbytes
 
     @property
     def flagged(self) -> bool:
@@ -148,12 +194,14 @@ class PradaState:
 
     @classmethod
     def restore(cls, dim: int, members: dict[int, np.ndarray], stats: np.ndarray, distances: np.ndarray, **rest):
-        """The inverse of (members, class_stats(), distances): how the server reloads a client."""
+        """The inverse of (members, class_stats(), distances): how the server reloads a client.
+        `members[c]` is a list of (seq, pixels) in joining order."""
         state = cls(dim, distances=np.asarray(distances, np.float32), **rest)
         for c, count, total, total_sq, threshold in stats.tolist():
             s = state.sets[int(c)] = GrowingSet(dim)
-            rows = members[int(c)]
+            seqs, rows = zip(*members.get(int(c), []), strict=True) if members.get(int(c)) else ((), ())
             s.buffer = np.array(rows, dtype=np.float32).reshape(-1, dim)
+            s.seqs = np.array(seqs, dtype=np.int64)
             s.size = len(s.buffer)
             s.sq_norms = np.einsum("ij,ij->i", s.buffer, s.buffer)
             s.count, s.total, s.total_sq, s.threshold = int(count), total, total_sq, threshold

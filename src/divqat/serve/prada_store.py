@@ -1,59 +1,78 @@
-"""PRADA's per-key state in the key database, so detection survives restarts.
+"""PRADA's per-key state in the database, so detection survives restarts and spans replicas.
 
-    prada_state    one row per key: queries seen, W, when detected, D (float32 blob, at most
-                   `window` values) and per-class growing-set statistics (float64 blob)
-    prada_members  one row per growing-set member (class, float32 pixels): appended when a
-                   query joins a set, never rewritten, at most K * max_members rows per key
+    prada_state    one row per key: queries seen, members that ever joined, W, when detected,
+                   D (float32 blob, at most `window` values), per-class statistics (float64 blob)
+    prada_members  one row per growing-set member (class, its seq, float32 pixels): appended when
+                   a query joins, deleted when evicted (oldest first, past `max_key_bytes`) or when
+                   the key is revoked or its flag cleared
 
-A request's update is a few small writes (its new members, one state row), not a rewrite of
-the key's history. The server keeps each key's state in memory and checks, inside the same
-write transaction as the spend, that the stored count of queries seen is the one it holds:
-if another process has served the key meanwhile, it reloads the state from the database.
+Off the spending path: a request spends first (serve/app.py), then `observe` runs the
+detector outside any database transaction, with the key's state from memory, and writes the
+result in a short transaction that succeeds only if the stored count of queries seen is still
+the one the computation started from. Another process (a worker, a replica) that served the
+key meanwhile makes it fail; the state is then reloaded (from one consistent snapshot) and the
+batch observed again. Within a process one lock per key orders a key's batches; other keys
+never wait for a key's GEMMs or its Shapiro-Wilk test. States stay in memory up to
+`cache_bytes`, the least recently used evicted first.
 """
 
-import sqlite3
+import threading
+from collections import OrderedDict
 
 import numpy as np
 
+from divqat.serve.database import Database
 from divqat.serve.prada import PradaConfig, PradaState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prada_state (
     key_id INTEGER PRIMARY KEY REFERENCES keys (id),
     seen INTEGER NOT NULL,
-    w REAL,
+    joins INTEGER NOT NULL DEFAULT 0,
+    w {real},
     detected_at INTEGER,
-    distances BLOB NOT NULL,
-    class_stats BLOB NOT NULL
+    distances {blob} NOT NULL,
+    class_stats {blob} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS prada_members (
+    id {id},
     key_id INTEGER NOT NULL REFERENCES keys (id),
     class INTEGER NOT NULL,
-    image BLOB NOT NULL
+    seq INTEGER NOT NULL DEFAULT 0,
+    image {blob} NOT NULL
 );
-CREATE INDEX IF NOT EXISTS prada_members_by_key ON prada_members (key_id, class);
+CREATE INDEX IF NOT EXISTS prada_members_by_key ON prada_members (key_id, seq);
 """
+RETRIES = 5
+
+
+class Conflict(Exception):
+    """Another process moved the key's state on while this one computed."""
 
 
 class PradaStore:
-    def __init__(self, con: sqlite3.Connection, config: PradaConfig, dim: int):
-        for statement in filter(str.strip, SCHEMA.split(";")):
-            con.execute(statement)
-        self.config, self.dim = config, dim
-        self.cache: dict[int, PradaState] = {}
+    def __init__(self, db: Database, config: PradaConfig, dim: int):
+        self.db, self.config, self.dim = db, config, dim
+        self.cache: OrderedDict[int, PradaState] = OrderedDict()
+        self.cache_lock = threading.Lock()
+        self.key_locks: dict[int, threading.Lock] = {}
 
-    def load(self, con: sqlite3.Connection, key_id: int) -> PradaState:
-        row = con.execute(
-            "SELECT seen, w, detected_at, distances, class_stats FROM prada_state WHERE key_id = ?", (key_id,)
-        ).fetchone()
+    # -- reading ---------------------------------------------------------------------------------
+    def load(self, key_id: int) -> PradaState:
+        """The key's state as stored, from one consistent snapshot of state and members."""
+        with self.db.snapshot() as con:
+            row = con.execute(
+                "SELECT seen, joins, w, detected_at, distances, class_stats FROM prada_state WHERE key_id = ?",
+                (key_id,),
+            ).fetchone()
+            members: dict[int, list] = {}
+            rows = con.execute("SELECT class, seq, image FROM prada_members WHERE key_id = ? ORDER BY seq", (key_id,))
+            for c, seq, image in rows.fetchall():
+                members.setdefault(c, []).append((seq, np.frombuffer(image, "<f4")))
         if row is None:
             return PradaState(self.dim)
-        seen, w, detected_at, distances, stats = row
-        members: dict[int, list[np.ndarray]] = {}
-        for c, image in con.execute(
-            "SELECT class, image FROM prada_members WHERE key_id = ? ORDER BY rowid", (key_id,)
-        ).fetchall():
-            members.setdefault(c, []).append(np.frombuffer(image, "<f4"))
+        seen, joins, w, detected_at, distances, stats = row
+        oldest = min((m[0][0] for m in members.values()), default=joins)
         return PradaState.restore(
             self.dim,
             members,
@@ -62,46 +81,88 @@ class PradaStore:
             seen=seen,
             w=w,
             detected_at=detected_at,
+            joins=joins,
+            oldest=oldest,
         )
 
-    def state(self, con: sqlite3.Connection, key_id: int) -> PradaState:
-        """The key's state, from memory unless the database has moved on (call inside a transaction)."""
-        row = con.execute("SELECT seen FROM prada_state WHERE key_id = ?", (key_id,)).fetchone()
-        cached = self.cache.get(key_id)
-        if cached is None or cached.seen != (row[0] if row else 0):
-            cached = self.cache[key_id] = self.load(con, key_id)
-        return cached
+    def state(self, key_id: int) -> PradaState:
+        """The key's state, from memory unless the database has moved on."""
+        rows = self.db.read("SELECT seen FROM prada_state WHERE key_id = ?", (key_id,))
+        with self.cache_lock:
+            cached = self.cache.get(key_id)
+            if cached is not None and cached.seen == (rows[0][0] if rows else 0):
+                self.cache.move_to_end(key_id)
+                return cached
+        return self.remember(key_id, self.load(key_id))
 
-    def observe(self, con: sqlite3.Connection, key_id: int, images: np.ndarray, classes: np.ndarray) -> PradaState:
-        """Update and store the key's state for one answered batch (call inside the spend's transaction)."""
-        state = self.state(con, key_id)
-        try:
-            joined = state.observe(images, classes, self.config)
-            flat = images.reshape(len(images), -1)
-            con.executemany(
-                "INSERT INTO prada_members (key_id, class, image) VALUES (?, ?, ?)",
-                [(key_id, c, np.ascontiguousarray(flat[row], "<f4").tobytes()) for c, row in joined],
-            )
-            con.execute(
-                "INSERT INTO prada_state (key_id, seen, w, detected_at, distances, class_stats) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key_id) DO UPDATE SET seen = excluded.seen, "
-                "w = excluded.w, detected_at = excluded.detected_at, distances = excluded.distances, "
-                "class_stats = excluded.class_stats",
-                (
-                    key_id,
-                    state.seen,
-                    state.w,
-                    state.detected_at,
-                    state.distances.astype("<f4").tobytes(),
-                    state.class_stats().astype("<f8").tobytes(),
-                ),
-            )
-        except BaseException:
-            self.cache.pop(key_id, None)  # the transaction rolls back: memory must not run ahead of it
-            raise
+    def remember(self, key_id: int, state: PradaState) -> PradaState:
+        with self.cache_lock:
+            self.cache[key_id] = state
+            self.cache.move_to_end(key_id)
+            total = sum(s.nbytes for s in self.cache.values())
+            while total > self.config.cache_bytes and len(self.cache) > 1:
+                _, dropped = self.cache.popitem(last=False)
+                total -= dropped.nbytes
         return state
 
-    def summary(self, con: sqlite3.Connection, key_id: int) -> dict:
-        row = con.execute("SELECT seen, w, detected_at FROM prada_state WHERE key_id = ?", (key_id,)).fetchone()
-        seen, w, detected_at = row or (0, None, None)
+    def forget(self, key_id: int) -> None:
+        with self.cache_lock:
+            self.cache.pop(key_id, None)
+
+    # -- observing -------------------------------------------------------------------------------
+    def lock(self, key_id: int) -> threading.Lock:
+        with self.cache_lock:
+            return self.key_locks.setdefault(key_id, threading.Lock())
+
+    def observe(self, key_id: int, images: np.ndarray, classes: np.ndarray) -> PradaState:
+        """Observe one answered (and already counted) batch of the key, and store the result."""
+        with self.lock(key_id):
+            for _ in range(RETRIES):
+                state = self.state(key_id)
+                before = state.seen
+                try:
+                    joined = state.observe(images, classes, self.config)
+                    self.write(key_id, state, before, images, joined)
+                    return self.remember(key_id, state)  # its new size counts against the cache
+                except Conflict:
+                    self.forget(key_id)
+                except BaseException:
+                    self.forget(key_id)  # memory must not run ahead of the database
+                    raise
+            raise Conflict(f"PRADA state of key {key_id} kept moving under {RETRIES} attempts")
+
+    def write(self, key_id: int, state: PradaState, before: int, images: np.ndarray, joined) -> None:
+        values = (
+            state.seen,
+            state.joins,
+            state.w,
+            state.detected_at,
+            state.distances.astype("<f4").tobytes(),
+            state.class_stats().astype("<f8").tobytes(),
+        )
+        flat = images.reshape(len(images), -1)
+        with self.db.transaction() as con:
+            if before == 0:  # no row yet (a new key, or one whose state was purged)
+                done = con.execute(
+                    "INSERT INTO prada_state (seen, joins, w, detected_at, distances, class_stats, key_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key_id) DO NOTHING RETURNING key_id",
+                    (*values, key_id),
+                ).fetchone()
+            else:
+                done = con.execute(
+                    "UPDATE prada_state SET seen = ?, joins = ?, w = ?, detected_at = ?, distances = ?, "
+                    "class_stats = ? WHERE key_id = ? AND seen = ? RETURNING key_id",
+                    (*values, key_id, before),
+                ).fetchone()
+            if done is None:
+                raise Conflict
+            con.executemany(
+                "INSERT INTO prada_members (key_id, class, seq, image) VALUES (?, ?, ?, ?)",
+                [(key_id, c, seq, np.ascontiguousarray(flat[row], "<f4").tobytes()) for c, row, seq in joined],
+            )
+            con.execute("DELETE FROM prada_members WHERE key_id = ? AND seq < ?", (key_id, state.oldest))
+
+    def summary(self, key_id: int) -> dict:
+        rows = self.db.read("SELECT seen, w, detected_at FROM prada_state WHERE key_id = ?", (key_id,))
+        seen, w, detected_at = rows[0] if rows else (0, None, None)
         return {"seen": seen, "w": w, "detected_at": detected_at}

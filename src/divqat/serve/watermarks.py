@@ -8,29 +8,30 @@ revocation; the first `RECORD_LIMIT` per key (10,000 images: 31 MB per key at 28
 
 from __future__ import annotations
 
-import sqlite3
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:  # torch only with a watermark: serving without one never imports it
     from divqat.defenses.watermark import Marks, Record
+    from divqat.serve.database import Connection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS watermarks (
+    id {id},                             -- the order they were told in
     key_id INTEGER NOT NULL REFERENCES keys (id),
     code TEXT NOT NULL,                  -- a hash of the image's keyed code (reveals nothing of the key)
-    image BLOB NOT NULL,                 -- float32 little-endian, C x H x W
+    image {blob} NOT NULL,                 -- float32 little-endian, C x H x W
     shape TEXT NOT NULL,                 -- "C,H,W"
     top1 INTEGER NOT NULL,               -- the model's own answer
     mark INTEGER NOT NULL,               -- the class the key was told
     classes INTEGER NOT NULL,            -- the model's number of classes
-    PRIMARY KEY (key_id, code)
+    UNIQUE (key_id, code)
 );
 """
 
 
-def save(con: sqlite3.Connection, key_rowid: int, images: np.ndarray, marks: Marks, limit: int | None = None) -> None:
+def save(con: Connection, key_rowid: int, images: np.ndarray, marks: Marks, limit: int | None = None) -> None:
     """Add a batch's watermarked answers to the key's record (first ones kept, up to `limit`)."""
     from divqat.defenses.watermark import RECORD_LIMIT
 
@@ -55,13 +56,13 @@ def save(con: sqlite3.Connection, key_rowid: int, images: np.ndarray, marks: Mar
     )
 
 
-def load(con: sqlite3.Connection, key_rowid: int) -> Record:
+def load(con: Connection, key_rowid: int) -> Record:
     import torch
 
     from divqat.defenses.watermark import Record
 
     record = Record()
-    query = "SELECT code, image, shape, top1, mark, classes FROM watermarks WHERE key_id = ? ORDER BY rowid"
+    query = "SELECT code, image, shape, top1, mark, classes FROM watermarks WHERE key_id = ? ORDER BY id"
     for code, blob, shape, top, mark, classes in con.execute(query, (key_rowid,)):
         record.classes = classes
         dims = tuple(int(d) for d in shape.split(","))

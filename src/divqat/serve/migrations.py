@@ -1,0 +1,84 @@
+"""The database's schema, made or brought up to date when a store opens it.
+
+Version 3 (this one) on both engines; SQLite files of versions 1 and 2 are upgraded in place
+and lose nothing: their keys keep budget, count, output mode and revocation and get a random
+public id (ids were a prefix of the key's SHA-256 before); their SHA-256 hashes stay until
+each key's next use, when it is rehashed with the key secret (keys.KeyStore.lookup); PRADA's
+members and the watermark records are copied in their order.
+"""
+
+from divqat.errors import DivqatError
+from divqat.serve.database import Connection, Database
+
+UPGRADE_SQLITE_2 = [
+    "PRAGMA legacy_alter_table = ON",  # renaming keys must not rewrite the other tables' references
+    "ALTER TABLE keys RENAME TO keys_v2",
+]
+COPIED = {  # table -> its columns in version 2; the copy keeps SQLite's rowid as the new ordered id
+    "prada_members": "key_id, class, image",
+    "watermarks": "key_id, code, image, shape, top1, mark, classes",
+}
+
+
+def schema() -> str:
+    from divqat.serve.keys import SCHEMA as KEYS
+    from divqat.serve.prada_store import SCHEMA as PRADA
+    from divqat.serve.watermarks import SCHEMA as WATERMARKS
+
+    return KEYS + PRADA + WATERMARKS
+
+
+def migrate(db: Database, store) -> None:
+    from divqat.serve.keys import LEGACY_KIND, SCHEMA_VERSION, new_public_id
+
+    with db.transaction() as con:
+        if db.postgres:  # replicas starting together: one makes the tables, the others wait
+            con.execute("SELECT pg_advisory_xact_lock(7412)")
+        version = current_version(db, con)
+        if version > SCHEMA_VERSION:
+            raise DivqatError(f"{db}: made by a newer divqat (schema {version} > {SCHEMA_VERSION})")
+        old = {}
+        if version in (1, 2):
+            for statement in UPGRADE_SQLITE_2:
+                con.execute(statement)
+            keys = con.execute("SELECT id, key_hash, budget, used, output, created, revoked, flagged FROM keys_v2")
+            old["keys"] = keys.fetchall()
+            for table in COPIED:
+                if has_table(db, con, table):
+                    con.execute(f"ALTER TABLE {table} RENAME TO {table}_v2")
+                    old[table] = True
+            con.execute("DROP INDEX IF EXISTS prada_members_by_key")
+        for statement in db.ddl(schema()):
+            con.execute(statement)
+        if old:
+            con.executemany(
+                "INSERT INTO keys (id, public_id, key_hash, hash_kind, budget, used, output, origin, created, revoked, "
+                "flagged) VALUES (?, ?, ?, ?, ?, ?, ?, 'command', ?, ?, ?)",
+                [(rowid, new_public_id(), h, LEGACY_KIND, *rest) for rowid, h, *rest in old["keys"]],
+            )
+            con.execute("DROP TABLE keys_v2")
+            for table, columns in COPIED.items():
+                if table in old:
+                    con.execute(f"INSERT INTO {table} (id, {columns}) SELECT rowid, {columns} FROM {table}_v2")
+                    con.execute(f"DROP TABLE {table}_v2")
+            con.execute("PRAGMA legacy_alter_table = OFF")
+        con.execute(
+            "INSERT INTO meta (name, value) VALUES ('schema', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+
+
+def has_table(db: Database, con: Connection, name: str) -> bool:
+    if db.postgres:
+        return con.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0]
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def current_version(db: Database, con: Connection) -> int:
+    if has_table(db, con, "meta"):
+        row = con.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        return int(row[0]) if row else 0
+    if db.postgres:
+        return 0
+    return con.execute("PRAGMA user_version").fetchone()[0]  # versions 1 and 2 kept it there
