@@ -24,10 +24,13 @@ def loopback_socket() -> socket.socket:
 
 
 @contextmanager
-def running(app):
-    """uvicorn serving `app` in a thread on a free loopback port; yields the base URL."""
+def running(app, max_connections: int = 64):
+    """uvicorn serving `app` in a thread on a free loopback port, configured as `divqat serve`
+    configures it (the guarded protocol, limits, logging); yields the base URL."""
+    from divqat.serve.worker import uvicorn_config
+
     sock = loopback_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app, max_connections, access_log=True))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -139,7 +139,7 @@ def bad_requests(images):
         "inf": (encode_images(np.where(good > 0.5, np.inf, good)), 422, "infinite"),
         "outside [0, 1]": (encode_images(good * 2 - 0.5), 422, "[0, 1]"),
         "empty batch": (b'{"images": []}', 422, "empty batch"),
-        "batch over the limit": (encode_images(over), 413, "limit of 64"),
+        "batch over the limit": (encode_images(over), 422, "limit of 64"),
         "body over the limit": (json.dumps({"images": over.tolist()}).encode() + b" " * 2**21, 413, "bytes"),
     }
 

@@ -77,8 +77,8 @@ CREATE TABLE watermarks (key_id INTEGER NOT NULL, code TEXT NOT NULL, image BLOB
 """
 
 
-def test_a_batch_past_the_budget_is_refused_whole(tmp_path):
-    store = KeyStore(tmp_path / "k.db")
+def test_a_batch_past_the_budget_is_refused_whole(store_target, tmp_path):
+    store = KeyStore(store_target, secret_file=tmp_path / "secret")
     key = store.add(spec("alice-key-0001-0123456789abcdef012", 10))
     assert spend(store, key.rowid, 7)
     assert not spend(store, key.rowid, 4)  # 3 left: refused whole, nothing spent
@@ -86,8 +86,8 @@ def test_a_batch_past_the_budget_is_refused_whole(tmp_path):
     assert spend(store, key.rowid, 3) and store.get(key.rowid).remaining == 0
 
 
-def test_threads_never_spend_past_the_budget(tmp_path):
-    store = KeyStore(tmp_path / "k.db")
+def test_threads_never_spend_past_the_budget(store_target, tmp_path):
+    store = KeyStore(store_target, secret_file=tmp_path / "secret")
     key = store.add(spec("alice-key-0001-0123456789abcdef012", 100))
     granted = []
 
@@ -107,7 +107,7 @@ def test_threads_never_spend_past_the_budget(tmp_path):
 SPENDER = """
 import sys
 from divqat.serve.keys import KeyStore
-store = KeyStore(sys.argv[1])
+store = KeyStore(sys.argv[1], secret_file=sys.argv[2])
 rowid, granted = store.lookup("shared-key-01-0123456789abcdef012").rowid, 0
 for _ in range(60):
     with store.transaction() as con:
@@ -116,21 +116,21 @@ print(granted)
 """
 
 
-def test_processes_never_spend_past_the_budget(tmp_path):
-    db = tmp_path / "k.db"
-    KeyStore(db).add(spec("shared-key-01-0123456789abcdef012", 150))
-    procs = [
-        subprocess.Popen([sys.executable, "-c", SPENDER, str(db)], stdout=subprocess.PIPE, text=True) for _ in range(4)
-    ]
+def test_processes_never_spend_past_the_budget(store_target, tmp_path):
+    db, secret = store_target, str(tmp_path / "secret")
+    KeyStore(db, secret_file=secret).add(spec("shared-key-01-0123456789abcdef012", 150))
+    argv = [sys.executable, "-c", SPENDER, db, secret]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(4)]
     granted = [int(p.communicate(timeout=60)[0]) for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    assert sum(granted) == KeyStore(db).lookup("shared-key-01-0123456789abcdef012").used == 150  # 240 asked for
+    assert sum(granted) == KeyStore(db, secret_file=secret).lookup("shared-key-01-0123456789abcdef012").used == 150
 
 
 def test_keys_file(tmp_path):
     path = tmp_path / "keys.yaml"
     path.write_text(
-        "- {key: alice-key-0001-0123456789abcdef012, budget: 100}\n- {key: bob-key-00002-0123456789abcdef012, budget: 5, output: label}\n"
+        "- {key: alice-key-0001-0123456789abcdef012, budget: 100}\n"
+        "- {key: bob-key-00002-0123456789abcdef012, budget: 5, output: label}\n"
     )
     specs = load_keys_file(path)
     assert [(s.key, s.budget, str(s.output)) for s in specs] == [
@@ -158,7 +158,8 @@ def test_keys_file(tmp_path):
         ("- {key: alice-key-0001-0123456789abcdef012, budget: 1, output: top-3}", "entry 1: unknown output mode"),
         ("- {key: alice-key-0001-0123456789abcdef012, budget: 1, extra: 2}", "entry 1: needs key and budget"),
         (
-            "- {key: alice-key-0001-0123456789abcdef012, budget: 1}\n- {key: alice-key-0001-0123456789abcdef012, budget: 2}",
+            "- {key: alice-key-0001-0123456789abcdef012, budget: 1}\n"
+            "- {key: alice-key-0001-0123456789abcdef012, budget: 2}",
             "entry 2: the key appears twice",
         ),
         ("- [unclosed", "unreadable keys file"),

@@ -2,6 +2,7 @@
 and synthetic ones are flagged, and the state stays bounded."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from serving import spec
@@ -93,9 +94,9 @@ def test_detected_at_counts_queries_and_sticks():
     assert state.detected_at == first
 
 
-def test_state_survives_the_database_and_a_second_process(tmp_path):
+def test_state_survives_the_database_and_a_second_process(store_target, tmp_path):
     """Two stores on one database (as two server processes): each notices the other's updates."""
-    keys = KeyStore(tmp_path / "k.db")
+    keys = KeyStore(store_target, secret_file=tmp_path / "secret")
     rowid = keys.add(spec("alice-key-0001-0123456789abcdef012", 10**6)).rowid
     x, y = stream(3, 300)
     first, second = PradaStore(keys.db, CONFIG, x.shape[1]), PradaStore(keys.db, CONFIG, x.shape[1])
@@ -141,19 +142,17 @@ def test_a_failed_write_is_forgotten(tmp_path):
         raise RuntimeError("the database went away")
 
     store.write = failing
-    try:
+    with pytest.raises(RuntimeError):
         store.observe(rowid, x[50:], y[50:])
-    except RuntimeError:
-        pass
     store.write = real
     assert store.state(rowid).seen == 50  # reloaded: memory did not keep the batch the database lacks
 
 
-def test_a_key_costs_at_most_its_byte_cap_and_the_oldest_members_go(tmp_path):
+def test_a_key_costs_at_most_its_byte_cap_and_the_oldest_members_go(store_target, tmp_path):
     """Before: bounded per class (K x members x CHW x 4 bytes: 1.2 GB a key for CIFAR-100)."""
     dim, classes = 48, 100
     config = PradaConfig(delta=0.9, min_distances=20, window=200, max_members=1000, max_key_bytes=40 * 4 * dim)
-    keys = KeyStore(tmp_path / "k.db")
+    keys = KeyStore(store_target, secret_file=tmp_path / "secret")
     rowid = keys.add(spec("alice-key-0001-0123456789abcdef012", 10**6)).rowid
     store = PradaStore(keys.db, config, dim)
     x, y = stream(6, 600, dim=dim, classes=classes)

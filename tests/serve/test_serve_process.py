@@ -70,7 +70,8 @@ from divqat.serve.keys import KeySpec
 from divqat.wire import parse_output_mode
 from divqat.wire import encode_images
 
-app = create_app(sys.argv[1], sys.argv[2], keys=[KeySpec("alice-key-0001-0123456789abcdef012", 10, parse_output_mode("label"))])
+KEY = KeySpec("alice-key-0001-0123456789abcdef012", 10, parse_output_mode("label"))
+app = create_app(sys.argv[1], sys.argv[2], keys=[KEY])
 with TestClient(app) as client:
     r = client.post("/v1/predict", content=encode_images(np.zeros((3, 1, 28, 28), np.float32)),
                     headers={"Authorization": "Bearer alice-key-0001-0123456789abcdef012"})

@@ -31,19 +31,19 @@ def structured(n: int, seed: int) -> np.ndarray:
     return coarse.numpy().astype(np.float32)
 
 
-def test_two_keys_are_told_the_same_marks_and_each_keeps_its_record(victim_dir, tmp_path, tiny_splits):
+def test_two_keys_are_told_the_same_marks_and_each_keeps_its_record(victim_dir, tmp_path, store_target):
     (tmp_path / "wm.key").write_bytes(SECRET)
     mark = create_defense("watermark", {"rate": 0.2, "secret_file": str(tmp_path / "wm.key")})
-    db = tmp_path / "k.db"
+    db, key_secret = store_target, tmp_path / "key.secret"
     keys = [spec("alice-key-0001-0123456789abcdef012", 1000), spec("bob-key-00001-0123456789abcdef012", 1000)]
     images = structured(200, 0)
-    with running(create_app(victim_dir, db, (mark,), keys=keys)) as url:
+    with running(create_app(victim_dir, db, (mark,), keys=keys, key_secret=key_secret)) as url:
         told = {}
         for key in ("alice-key-0001-0123456789abcdef012", "bob-key-00001-0123456789abcdef012"):
             with client(url, key) as c:
                 told[key] = np.asarray(c.post("/v1/predict", content=encode_images(images)).json()["probabilities"])
     assert np.array_equal(told["alice-key-0001-0123456789abcdef012"], told["bob-key-00001-0123456789abcdef012"])
-    store = KeyStore(db, create=False)
+    store = KeyStore(db, create=False, secret_file=key_secret)
     records = {k.id: watermarks.load(store.connection(), k.rowid) for k in store.all()}
     for record in records.values():
         marked = told["alice-key-0001-0123456789abcdef012"].argmax(1)

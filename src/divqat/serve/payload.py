@@ -66,10 +66,8 @@ def scan(body: bytes, input_shape: tuple[int, int, int], limits: Limits) -> int:
         depth = int(levels[-1]) if levels.size else depth
     numbers = limits.max_batch * math.prod(input_shape)
     if commas > numbers + 16:
-        raise RequestError(413, f"the body holds more values than {limits.max_batch} images of {input_shape}")
-    if images > limits.max_batch:
-        raise RequestError(413, f"batch of {images} images is over the limit of {limits.max_batch} per request")
-    return images
+        raise RequestError(422, f"the body holds more values than {limits.max_batch} images of {input_shape}")
+    return images  # a count for the early budget check only: the batch limit is checked once parsed
 
 
 def parse_images(body: bytes, input_shape: tuple[int, int, int], limits: Limits) -> np.ndarray:
@@ -144,7 +142,7 @@ def check_batch_size(n: int, limits: Limits) -> None:
     if n == 0:
         raise RequestError(422, "empty batch: send at least one image")
     if n > limits.max_batch:
-        raise RequestError(413, f"batch of {n} images is over the limit of {limits.max_batch} per request")
+        raise RequestError(422, f"batch of {n} images is over the limit of {limits.max_batch} per request")
 
 
 def check_images(images: np.ndarray, input_shape: tuple[int, int, int]) -> None:
