@@ -1,6 +1,6 @@
 """Load test of `divqat serve` on loopback: throughput, latency, and the budget's books after.
 
-    python benchmarks/load_test.py --victim /work/scratch/serve-victim
+    python benchmarks/load_test.py --victim runs/v [--workers 2] [--prada]
 
 Starts `divqat serve VICTIM --port 0` as a subprocess with a fresh key database in a temporary
 directory (127.0.0.1 only), then for each batch size (1 and 64) runs `--clients` concurrent
@@ -10,6 +10,8 @@ Reported: requests/s, images/s, p50/p99 latency, and served images/s as a ratio 
 onnxruntime images/s at the same batch (the same file, one session with a thread per core,
 sequential calls: the best in-process figure), and how many cores the server and the clients
 kept busy (they share the machine).
+Then the neighbour phase: one key streams batches of 64 random images as fast as it can
+while another sends single images, whose latency is reported (PRADA's cost on other keys).
 A last phase races all clients on one key with a budget of 100 (batches of 7).
 
 Then the server is stopped and its database read: the sum of counted queries must equal the
@@ -36,17 +38,20 @@ import httpx
 import numpy as np
 
 from divqat.serve.model import load_served_model
-from divqat.wire import encode_images
+from divqat.wire import encode_images, encode_raw
 
 RACE_BUDGET, RACE_BATCH = 100, 7
 
 
-def start_server(victim: Path, workdir: Path, keys: list[dict], threads: int, prada: bool) -> tuple:
+def start_server(victim: Path, workdir: Path, keys: list[dict], args) -> tuple:
     (workdir / "keys.yaml").write_text("".join(f"- {json.dumps(k)}\n" for k in keys))  # JSON is YAML
     divqat = str(Path(sys.executable).with_name("divqat"))
-    args = [divqat, "serve", str(victim), "--host", "127.0.0.1", "--port", "0", "--db", str(workdir / "keys.db")]
-    args += ["--keys", str(workdir / "keys.yaml"), "--no-access-log", "--threads", str(threads)]
-    args += ["--prada"] if prada else []
+    args_ = [divqat, "serve", str(victim), "--host", "127.0.0.1", "--port", "0", "--db", str(workdir / "keys.db")]
+    args_ += ["--keys", str(workdir / "keys.yaml"), "--no-access-log", "--workers", str(args.workers)]
+    args_ += ["--rate-requests", "0", "--rate-images", "0"]  # the clients are the load: no per-key limit
+    args_ += ["--threads", str(args.threads)] if args.threads is not None else []
+    args_ += ["--prada"] if args.prada else []
+    args = args_
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if match := re.search(r"http://127\.0\.0\.1:\d+", line):
@@ -57,15 +62,32 @@ def start_server(victim: Path, workdir: Path, keys: list[dict], threads: int, pr
 
 
 def cpu_seconds(pid: int | None = None) -> float:
-    """CPU time (user + system) of the server process (Linux /proc), or of this client process."""
+    """CPU time (user + system) of the server and its worker processes (Linux /proc), or of
+    this client process."""
     if pid is None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-def run_phase(url: str, keys: list[str], body: bytes, requests: int, max_seconds: float, server_pid: int) -> dict:
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        for child in map(int, text):
+            found += [child, *children(child)]
+    return found
+
+
+def run_phase(url: str, keys: list[str], body: tuple[bytes, dict], requests: int, max_seconds: float, server_pid: int | None,
+              stop: threading.Event | None = None) -> dict:  # fmt: skip
     """Each key's client sends `requests` requests (or until the deadline); returns what came back,
     and how many cores the server and the clients kept busy meanwhile (they share the machine)."""
     latencies, statuses, rows = [], [], []
@@ -74,14 +96,14 @@ def run_phase(url: str, keys: list[str], body: bytes, requests: int, max_seconds
     deadline = [0.0]
 
     def client(key: str):
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=url, headers=headers, timeout=60) as c:
             barrier.wait()
             for _ in range(requests):
-                if time.monotonic() > deadline[0]:
+                if time.monotonic() > deadline[0] or (stop is not None and stop.is_set()):
                     break
                 start = time.perf_counter()
-                r = c.post("/v1/predict", content=body)
+                r = c.post("/v1/predict", content=body[0], headers=body[1])
                 took = time.perf_counter() - start
                 answered = len(r.json()["probabilities"]) if r.status_code == 200 else 0
                 with lock:
@@ -94,11 +116,11 @@ def run_phase(url: str, keys: list[str], body: bytes, requests: int, max_seconds
         t.start()
     deadline[0] = time.monotonic() + max_seconds
     barrier.wait()
-    start, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(server_pid), cpu_seconds()
+    start, server_cpu, client_cpu = time.perf_counter(), cpu_seconds(server_pid) if server_pid else 0, cpu_seconds()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    server_cores = (cpu_seconds(server_pid) - server_cpu) / wall
+    server_cores = (cpu_seconds(server_pid) - server_cpu) / wall if server_pid else float("nan")
     client_cores = (cpu_seconds() - client_cpu) / wall
     ok = statuses.count(200)
     return {
@@ -116,6 +138,75 @@ def run_phase(url: str, keys: list[str], body: bytes, requests: int, max_seconds
     }
 
 
+WRK_SCRIPT = r"""
+local f = io.open(os.getenv("WRK_BODY"), "rb"); local body = f:read("*all"); f:close()
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("WRK_KEY")
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.headers["X-Images-Shape"] = os.getenv("WRK_SHAPE")
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %f %f\n", summary.requests, summary.errors.status, summary.duration,
+                         latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk_phase(url: str, key: str, images: np.ndarray, connections: int, seconds: float, server_pid: int) -> dict:
+    """The same phase driven by wrk (C, one thread): a load generator that leaves the cores to
+    the server. One key, raw form, `connections` keep-alive connections for `seconds`."""
+    with tempfile.TemporaryDirectory(prefix="divqat-wrk-") as tmp:
+        body, headers = encode_raw(images)
+        (Path(tmp) / "body").write_bytes(body)
+        (Path(tmp) / "post.lua").write_text(WRK_SCRIPT)
+        env = {
+            **os.environ,
+            "WRK_BODY": str(Path(tmp) / "body"),
+            "WRK_KEY": key,
+            "WRK_SHAPE": headers["X-Images-Shape"],
+        }
+        args = ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s", "-s",
+                str(Path(tmp) / "post.lua"), f"{url}/v1/predict"]  # fmt: skip
+        before_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu, start = cpu_seconds(server_pid), time.perf_counter()
+        out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=seconds + 60).stdout
+        wall = time.perf_counter() - start
+        server_cores = (cpu_seconds(server_pid) - server_cpu) / wall
+        after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next(line for line in out.splitlines() if line.startswith("RESULT"))
+    requests, non2xx, duration_us, p50_us, p99_us = line.split()[1:]
+    ok = int(requests) - int(non2xx)
+    duration = int(duration_us) / 1e6
+    client = (after_children.ru_utime + after_children.ru_stime) - (before_children.ru_utime + before_children.ru_stime)
+    return {
+        "requests": int(requests), "ok": ok, "rows": ok * len(images), "statuses": {"non-2xx": int(non2xx)},
+        "requests_per_s": ok / duration, "images_per_s": ok * len(images) / duration,
+        "p50_ms": float(p50_us) / 1000, "p99_ms": float(p99_us) / 1000,
+        "server_cores": server_cores, "client_cores": client / wall,
+    }  # fmt: skip
+
+
+def key_name(name: str) -> str:
+    return f"load-{name}-".ljust(32, "0")  # keys are at least 32 characters
+
+
+def neighbour_phase(url: str, thief_body: tuple, user_body: tuple, max_seconds: float) -> tuple[dict, dict]:
+    """A thief key streams large batches while a neighbour key sends 200 single images."""
+    stop = threading.Event()
+    results = {}
+
+    def thief():
+        results["thief"] = run_phase(url, [key_name("thief")], thief_body, 10**6, max_seconds, None, stop)
+
+    streaming = threading.Thread(target=thief)
+    streaming.start()
+    time.sleep(1.0)  # the thief's state is warm before the neighbour starts
+    results["user"] = run_phase(url, [key_name("neighbour")], user_body, 200, max_seconds, None)
+    stop.set()
+    streaming.join()
+    return results["thief"], results["user"]
+
+
 def in_process_images_per_s(victim: Path, images: np.ndarray, threads: int, seconds: float = 3.0) -> float:
     model = load_served_model(victim, threads)
     model.predict_proba(images)  # warm-up
@@ -129,7 +220,7 @@ def in_process_images_per_s(victim: Path, images: np.ndarray, threads: int, seco
 def read_books(db: Path) -> list[tuple[str, int, int]]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return con.execute("SELECT substr(key_hash, 1, 12), budget, used FROM keys").fetchall()
+        return con.execute("SELECT public_id, budget, used FROM keys ORDER BY id").fetchall()
     finally:
         con.close()
 
@@ -141,34 +232,55 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per client per batch size")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time limit of each phase")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="onnxruntime threads of the server (divqat serve's default: 1)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per request [serve's default]")
+    parser.add_argument("--workers", type=int, default=1, help="divqat serve --workers")
+    parser.add_argument("--form", choices=["raw", "b64"], default="raw", help="the request body's form")
+    parser.add_argument("--wrk", action="store_true", help="also drive each batch size with wrk (Debian's wrk)")
+    parser.add_argument("--wrk-seconds", type=float, default=15.0)
     parser.add_argument("--prada", action="store_true", help="serve with PRADA detection on every key")
     args = parser.parse_args()
-    model = load_served_model(args.victim, args.threads)
+    model = load_served_model(args.victim, 1)
+
+    def encode(images: np.ndarray) -> tuple[bytes, dict]:
+        if args.form == "raw":
+            return encode_raw(images)
+        return encode_images(images), {"Content-Type": "application/json"}
+
     rng = np.random.default_rng(0)
 
-    keys = [{"key": "warm-up-key-0", "budget": 10_000}]
+    keys = [{"key": key_name("warm-up"), "budget": 10_000}]
     keys += [
-        {"key": f"client-b{b}-{i:02d}", "budget": args.requests * b} for b in args.batches for i in range(args.clients)
+        {"key": key_name(f"b{b}-{i:02d}"), "budget": args.requests * b}
+        for b in args.batches
+        for i in range(args.clients)
     ]
-    keys += [{"key": "race-key-0001-0123456789abcdef012", "budget": RACE_BUDGET}]
+    keys += [{"key": key_name("thief"), "budget": 10**9}, {"key": key_name("neighbour"), "budget": 10**6}]
+    keys += [{"key": key_name(f"wrk-{b}"), "budget": 10**9} for b in args.batches]
+    keys += [{"key": key_name("race"), "budget": RACE_BUDGET}]
     results, failures = {}, []
     with tempfile.TemporaryDirectory(prefix="divqat-load-") as tmp:
         workdir = Path(tmp)
-        proc, url = start_server(args.victim, workdir, keys, args.threads, args.prada)
+        proc, url = start_server(args.victim, workdir, keys, args)
         try:
-            warm = encode_images(rng.random((8, *model.input_shape), dtype=np.float32))
-            warm_up = run_phase(url, ["warm-up-key-0"], warm, 20, args.max_seconds, proc.pid)
+            warm = encode(rng.random((8, *model.input_shape), dtype=np.float32))
+            warm_up = run_phase(url, [key_name("warm-up")], warm, 20, args.max_seconds, proc.pid)
             for b in args.batches:
                 images = rng.random((b, *model.input_shape), dtype=np.float32)
-                clients = [f"client-b{b}-{i:02d}" for i in range(args.clients)]
-                results[b] = run_phase(url, clients, encode_images(images), args.requests, args.max_seconds, proc.pid)
+                clients = [key_name(f"b{b}-{i:02d}") for i in range(args.clients)]
+                results[b] = run_phase(url, clients, encode(images), args.requests, args.max_seconds, proc.pid)
                 # Against the best in-process figure: one session with a thread per core (threads 0).
                 results[b]["in_process_images_per_s"] = in_process_images_per_s(args.victim, images, 0)
-            race_body = encode_images(rng.random((RACE_BATCH, *model.input_shape), dtype=np.float32))
-            race = run_phase(url, ["race-key-0001-0123456789abcdef012"] * args.clients, race_body, 20, args.max_seconds, proc.pid)
+            wrk = {}
+            if args.wrk:
+                for b in args.batches:
+                    images = rng.random((b, *model.input_shape), dtype=np.float32)
+                    wrk[b] = wrk_phase(url, key_name(f"wrk-{b}"), images, args.clients, args.wrk_seconds, proc.pid)
+                    wrk[b]["in_process_images_per_s"] = results[b]["in_process_images_per_s"]
+            thief_body = encode(rng.random((64, *model.input_shape), dtype=np.float32))
+            user_body = encode(rng.random((1, *model.input_shape), dtype=np.float32))
+            neighbour = neighbour_phase(url, thief_body, user_body, args.max_seconds)
+            race_body = encode(rng.random((RACE_BATCH, *model.input_shape), dtype=np.float32))
+            race = run_phase(url, [key_name("race")] * args.clients, race_body, 20, args.max_seconds, proc.pid)
         finally:
             proc.terminate()
             try:
@@ -177,11 +289,18 @@ def main() -> None:
                 proc.kill()
         books = read_books(workdir / "keys.db")
 
-    phases = [warm_up, *results.values(), race]
+    phases = [warm_up, *results.values(), *neighbour, race]
     answered = sum(r["rows"] for r in phases)
-    counted = sum(used for _, _, used in books)
+    used_by = {k["key"]: used for k, (_, _, used) in zip(keys, books, strict=True)}  # rows in the file's order
+    wrk_keys = {key_name(f"wrk-{b}"): b for b in wrk}
+    counted = sum(used for key, used in used_by.items() if key not in wrk_keys)
     if counted != answered:
         failures.append(f"counted {counted} queries, answered {answered} rows")
+    for key, b in wrk_keys.items():  # wrk stops mid-flight: at most one batch per connection counted, not recorded
+        if not wrk[b]["rows"] <= used_by[key] <= wrk[b]["rows"] + args.clients * b:
+            failures.append(f"wrk at batch {b}: counted {used_by[key]}, recorded {wrk[b]['rows']}")
+        if wrk[b]["statuses"]["non-2xx"]:
+            failures.append(f"wrk at batch {b}: {wrk[b]['statuses']['non-2xx']} answers were not 200")
     over = [(key, budget, used) for key, budget, used in books if used > budget]
     if over:
         failures.append(f"keys above their budget: {over}")
@@ -192,19 +311,26 @@ def main() -> None:
         failures.append(f"race: {race['rows']} rows answered from a budget of {RACE_BUDGET}")
 
     prada = ", PRADA on" if args.prada else ""
+    print(f"divqat serve --workers {args.workers}{f' --threads {args.threads}' if args.threads else ''}: ", end="")
     print(f"{args.clients} clients, {args.requests} requests each per batch size, binary form, loopback{prada}")
     print(
-        "| batch | requests | requests/s | images/s | p50 ms | p99 ms | in-process images/s | served / in-process "
-        "| server / client cores busy |"
+        "| batch | clients | requests | requests/s | images/s | p50 ms | p99 ms | in-process images/s "
+        "| served / in-process | server / client cores busy |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for b, r in results.items():
-        ratio = r["images_per_s"] / r["in_process_images_per_s"]
-        print(
-            f"| {b} | {r['ok']} of {r['requests']} | {r['requests_per_s']:.0f} | {r['images_per_s']:.0f} | "
-            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['in_process_images_per_s']:.0f} | {ratio:.2f} | "
-            f"{r['server_cores']:.2f} / {r['client_cores']:.2f} |"
-        )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for driver, table in (("httpx", results), ("wrk", wrk)):
+        for b, r in table.items():
+            ratio = r["images_per_s"] / r["in_process_images_per_s"]
+            print(
+                f"| {b} | {driver} | {r['ok']} of {r['requests']} | {r['requests_per_s']:.0f} | {r['images_per_s']:.0f} "
+                f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['in_process_images_per_s']:.0f} | {ratio:.2f} | "
+                f"{r['server_cores']:.2f} / {r['client_cores']:.2f} |"
+            )
+    thief, user = neighbour
+    print(
+        f"neighbour: while one key streamed batches of 64 ({thief['images_per_s']:.0f} images/s), another key's "
+        f"single images took p50 {user['p50_ms']:.1f} ms, p99 {user['p99_ms']:.1f} ms ({user['ok']} requests)"
+    )
     print(
         f"race: {args.clients} clients x 20 requests of {RACE_BATCH} on one key with budget {RACE_BUDGET}: "
         f"{race['rows']} rows answered, statuses {race['statuses']}"

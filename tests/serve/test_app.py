@@ -15,7 +15,7 @@ from divqat.serve.app import create_app
 from divqat.serve.keys import KeyStore
 from divqat.serve.payload import Limits
 from divqat.serve.prada import PradaConfig
-from divqat.wire import encode_images
+from divqat.wire import encode_images, encode_raw
 
 LIMITS = Limits(max_batch=64, max_body_bytes=2 * 2**20)
 KEYS = [
@@ -52,17 +52,34 @@ def used(url, key) -> int:
         return c.get("/v1/usage").json()["used"]
 
 
-def test_predictions_equal_the_onnx_model_in_both_forms(server, reference, images):
+def test_predictions_equal_the_onnx_model_in_every_form(server, reference, images):
     expected = reference.predict_proba(images).numpy()
     before = used(server, "alice-key-0001-0123456789abcdef012")
     with client(server, "alice-key-0001-0123456789abcdef012") as c:
         nested = c.post("/v1/predict", json={"images": images.tolist()})
         binary = c.post("/v1/predict", content=encode_images(images.numpy()))
-    assert nested.status_code == binary.status_code == 200
-    np.testing.assert_array_equal(np.asarray(nested.json()["probabilities"], np.float32), expected)
-    np.testing.assert_array_equal(np.asarray(binary.json()["probabilities"], np.float32), expected)
-    assert used(server, "alice-key-0001-0123456789abcdef012") == before + 100
-    assert int(binary.headers["X-Queries-Remaining"]) == 100_000 - before - 100
+        body, headers = encode_raw(images.numpy())
+        raw = c.post("/v1/predict", content=body, headers=headers)
+    assert nested.status_code == binary.status_code == raw.status_code == 200
+    for answer in (nested, binary, raw):
+        np.testing.assert_array_equal(np.asarray(answer.json()["probabilities"], np.float32), expected)
+    assert used(server, "alice-key-0001-0123456789abcdef012") == before + 150
+    assert int(raw.headers["X-Queries-Remaining"]) == 100_000 - before - 150
+
+
+@pytest.mark.parametrize(
+    "shape,cut,message",
+    [(None, 0, "needs the header"), ("2,1,28", 0, "needs the header"), ("3,1,28,28", 0, "needs 9408 bytes"),
+     ("2,1,28,28", 4, "needs 6272 bytes"), ("2,1,14,56", 0, "shape (N, 1, 28, 28)"), ("65,1,28,28", 0, "limit of 64")],
+)  # fmt: skip
+def test_bad_raw_bodies_are_one_line_422s(server, shape, cut, message):
+    body, headers = encode_raw(np.zeros((2, 1, 28, 28), np.float32))
+    headers = {k: v for k, v in headers.items() if k != "X-Images-Shape"} | ({"X-Images-Shape": shape} if shape else {})
+    with client(server, "alice-key-0001-0123456789abcdef012") as c:
+        r = c.post("/v1/predict", content=body[: len(body) - cut], headers=headers)
+        assert r.status_code == 422 and message in r.json()["error"], r.text
+        r = c.post("/v1/predict", json={"images": [[[[0.0]]]]}, headers={"X-Images-Shape": "1,1,1,1"})
+        assert r.status_code == 422 and "goes with" in r.json()["error"]
 
 
 def test_each_output_mode(server, reference, images):

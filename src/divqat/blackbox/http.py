@@ -12,7 +12,7 @@ from torch import Tensor
 
 from divqat.blackbox.victim import BudgetExceeded
 from divqat.errors import DivqatError
-from divqat.wire import encode_images, parse_output_mode, to_probabilities
+from divqat.wire import encode_raw, parse_output_mode, to_probabilities
 
 
 class HttpBackend:
@@ -34,9 +34,9 @@ class HttpBackend:
         self.max_batch = int(info["max_batch"])
         self.output = parse_output_mode(self.usage()["output"])
 
-    def request(self, method: str, path: str, content: bytes | None = None) -> dict:
+    def request(self, method: str, path: str, content: bytes | None = None, headers: dict | None = None) -> dict:
         try:
-            response = self.client.request(method, path, content=content)
+            response = self.client.request(method, path, content=content, headers=headers)
         except self.httpx.HTTPError as e:
             raise DivqatError(f"{self.url}: cannot reach the server ({e})") from None
         try:
@@ -65,7 +65,7 @@ class HttpBackend:
             raise BudgetExceeded(f"{self.url}: query budget exhausted: {len(array)} more queries asked, {left} left")
         out = [
             to_probabilities(
-                self.request("POST", "/v1/predict", encode_images(array[i : i + self.max_batch])), self.num_classes
+                self.request("POST", "/v1/predict", *encode_raw(array[i : i + self.max_batch])), self.num_classes
             )
             for i in range(0, len(array), self.max_batch)
         ]

@@ -1,6 +1,13 @@
 """The OpenAPI description of a predict request, for the model actually served: its exact
 input shape as array sizes, pixels in [0, 1], and an example (a blank image) that answers 200."""
 
+SHAPE_PARAMETER = {
+    "name": "X-Images-Shape",
+    "in": "header",
+    "required": False,
+    "description": "The raw form's shape, N,C,H,W (with Content-Type: application/octet-stream)",
+    "schema": {"type": "string", "pattern": "^[0-9]{1,6},[0-9]{1,6},[0-9]{1,6},[0-9]{1,6}$"},
+}
 ERROR = {"content": {"application/json": {"example": {"error": "one line saying what is wrong"}}}}
 
 
@@ -53,6 +60,14 @@ def predict_body(input_shape: tuple[int, int, int], max_batch: int) -> dict:
                     ]
                 },
                 "example": {"images": [blank]},
-            }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": f"N x {c} x {h} x {w} little-endian float32 in [0, 1]; the header "
+                    "X-Images-Shape: N,C,H,W says N (the raw form: the cheapest to send and to read)",
+                }
+            },
         },
     }

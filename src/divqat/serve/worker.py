@@ -19,7 +19,7 @@ from pathlib import Path
 from divqat.errors import DivqatError
 
 SETTINGS_ENV = "DIVQAT_SERVE_SETTINGS"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s"
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def run(settings: ServeSettings, listener: socket.socket, *, workers: int, max_c
 
     os.environ[SETTINGS_ENV] = settings.to_json()
     config = uvicorn_config("divqat.serve.worker:app_from_environment", max_connections, access_log, workers)
-    Multiprocess(config, target=uvicorn.Server(config).run, sockets=[listener]).run()
+    Multiprocess(config, sockets=[listener]).run()
 
 
 def build_defenses_of(settings: ServeSettings) -> tuple:
