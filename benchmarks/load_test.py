@@ -86,8 +86,15 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def run_phase(url: str, keys: list[str], body: tuple[bytes, dict], requests: int, max_seconds: float, server_pid: int | None,
-              stop: threading.Event | None = None) -> dict:  # fmt: skip
+def run_phase(
+    url: str,
+    keys: list[str],
+    body: tuple[bytes, dict],
+    requests: int,
+    max_seconds: float,
+    server_pid: int | None,
+    stop: threading.Event | None = None,
+) -> dict:
     """Each key's client sends `requests` requests (or until the deadline); returns what came back,
     and how many cores the server and the clients kept busy meanwhile (they share the machine)."""
     latencies, statuses, rows = [], [], []
@@ -322,9 +329,10 @@ def main() -> None:
         for b, r in table.items():
             ratio = r["images_per_s"] / r["in_process_images_per_s"]
             print(
-                f"| {b} | {driver} | {r['ok']} of {r['requests']} | {r['requests_per_s']:.0f} | {r['images_per_s']:.0f} "
-                f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['in_process_images_per_s']:.0f} | {ratio:.2f} | "
-                f"{r['server_cores']:.2f} / {r['client_cores']:.2f} |"
+                f"| {b} | {driver} | {r['ok']} of {r['requests']} | {r['requests_per_s']:.0f} "
+                f"| {r['images_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+                f"| {r['in_process_images_per_s']:.0f} | {ratio:.2f} "
+                f"| {r['server_cores']:.2f} / {r['client_cores']:.2f} |"
             )
     thief, user = neighbour
     print(

@@ -1,7 +1,6 @@
 """`divqat serve` and `divqat keys add|list|revoke`. FastAPI and uvicorn are imported inside the
 commands, so `divqat --help` does not pay for them."""
 
-import os
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -59,9 +58,9 @@ def serve(
     rate_images: Annotated[float, typer.Option(help="Images per second per key (0: no limit).")] = 20_000.0,
     max_connections: Annotated[int, typer.Option(help="Open connections per worker; more get a 503.")] = 256,
     threads: Annotated[
-        int | None,
-        typer.Option(help="onnxruntime threads per request [default: cores / workers]."),
-    ] = None,
+        int,
+        typer.Option(help="onnxruntime threads per request; concurrent requests fill the cores (docs/serving.md)."),
+    ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request (key id, status, images, ms).")] = True,
 ):
     """Serve a run's deployed model over HTTP: keys, budgets, defenses, PRADA (docs at /docs)."""
@@ -71,7 +70,7 @@ def serve(
 
     if max_batch < 1 or max_body_mb * 2**20 < 1024:
         raise DivqatError("--max-batch must be >= 1 and --max-body-mb at least 0.001")
-    if workers < 1 or max_connections < 1 or (threads is not None and threads < 0):
+    if workers < 1 or max_connections < 1 or threads < 0:
         raise DivqatError("--workers and --max-connections must be >= 1, --threads >= 0")
     if (prada_delta is not None or prada_block) and not prada:
         raise DivqatError("--prada-delta and --prada-block need --prada")
@@ -92,7 +91,7 @@ def serve(
         secret_file=str(secret_file) if secret_file else None, prada_delta=config.delta if config else None,
         prada_block=prada_block, max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
         rate_requests=rate.requests_per_s / workers, rate_images=rate.images_per_s / workers,
-        threads=threads if threads is not None else max(1, (os.cpu_count() or 1) // workers),
+        threads=threads,
     )  # fmt: skip
     Limits(settings.max_batch, settings.max_body_bytes)
     from divqat.serve.keys import KeyStore

@@ -26,28 +26,11 @@ import yaml
 
 from divqat.errors import DivqatError
 from divqat.serve.database import Connection, Database
+from divqat.serve.migrations import HMAC_KIND, LEGACY_KIND, migrate, new_public_id
 from divqat.wire import OutputMode, parse_output_mode
 
-SCHEMA_VERSION = 3  # 2: the watermark record; 3: HMAC keys, public ids, origins, ordered members
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS keys (
-    id {id},
-    public_id TEXT NOT NULL UNIQUE,               -- random, unrelated to the hash: what operator and client see
-    key_hash TEXT NOT NULL UNIQUE,                -- HMAC-SHA-256 of the key under the key secret (hex)
-    hash_kind TEXT NOT NULL,                      -- hmac-sha256; sha256 for a schema-2 key until its next use
-    budget INTEGER NOT NULL CHECK (budget >= 0),  -- queries (images) the key may make in all
-    used INTEGER NOT NULL DEFAULT 0 CHECK (used >= 0),
-    output TEXT NOT NULL,                         -- probabilities, top-k:K or label
-    origin TEXT NOT NULL,                         -- file (a keys file declared it) or command
-    created TEXT NOT NULL,                        -- UTC, ISO 8601
-    revoked TEXT,                                 -- when it was revoked, NULL while live
-    flagged TEXT                                  -- when extraction detection flagged it, NULL if never
-);
-"""
 KEY_PATTERN = re.compile(r"[A-Za-z0-9._~+/=-]{8,256}")  # RFC 6750 bearer-token characters (schema-2 keys: 8+)
 MIN_KEY_LENGTH = 32
-HMAC_KIND, LEGACY_KIND = "hmac-sha256", "sha256"
 
 
 def now() -> str:
@@ -65,10 +48,6 @@ def check_key(key: str) -> str:
 
 def new_key() -> str:
     return secrets.token_urlsafe(32)
-
-
-def new_public_id() -> str:
-    return secrets.token_hex(6)
 
 
 def read_key_secret(path: Path, create: bool) -> bytes:
@@ -150,9 +129,7 @@ class KeyStore:
             raise DivqatError(f"no key database at {self.db} (create one with `divqat keys add --db {self.db}`)")
         self.secret_file = secret_file or default_secret_file(target)
         self._secret = None
-        from divqat.serve import migrations
-
-        migrations.migrate(self.db, self)
+        migrate(self.db)
         if create:
             self.secret  # noqa: B018  (made with the database; otherwise read when first needed)
 

@@ -7,8 +7,34 @@ each key's next use, when it is rehashed with the key secret (keys.KeyStore.look
 members and the watermark records are copied in their order.
 """
 
+import secrets
+
 from divqat.errors import DivqatError
 from divqat.serve.database import Connection, Database
+
+SCHEMA_VERSION = 3  # 2: the watermark record; 3: HMAC keys, public ids, origins, ordered members
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (
+    id {id},
+    public_id TEXT NOT NULL UNIQUE,               -- random, unrelated to the hash: what operator and client see
+    key_hash TEXT NOT NULL UNIQUE,                -- HMAC-SHA-256 of the key under the key secret (hex)
+    hash_kind TEXT NOT NULL,                      -- hmac-sha256; sha256 for a schema-2 key until its next use
+    budget INTEGER NOT NULL CHECK (budget >= 0),  -- queries (images) the key may make in all
+    used INTEGER NOT NULL DEFAULT 0 CHECK (used >= 0),
+    output TEXT NOT NULL,                         -- probabilities, top-k:K or label
+    origin TEXT NOT NULL,                         -- file (a keys file declared it) or command
+    created TEXT NOT NULL,                        -- UTC, ISO 8601
+    revoked TEXT,                                 -- when it was revoked, NULL while live
+    flagged TEXT                                  -- when extraction detection flagged it, NULL if never
+);
+"""
+HMAC_KIND, LEGACY_KIND = "hmac-sha256", "sha256"
+
+
+def new_public_id() -> str:
+    return secrets.token_hex(6)
+
 
 UPGRADE_SQLITE_2 = [
     "PRAGMA legacy_alter_table = ON",  # renaming keys must not rewrite the other tables' references
@@ -21,16 +47,13 @@ COPIED = {  # table -> its columns in version 2; the copy keeps SQLite's rowid a
 
 
 def schema() -> str:
-    from divqat.serve.keys import SCHEMA as KEYS
     from divqat.serve.prada_store import SCHEMA as PRADA
     from divqat.serve.watermarks import SCHEMA as WATERMARKS
 
-    return KEYS + PRADA + WATERMARKS
+    return SCHEMA + PRADA + WATERMARKS
 
 
-def migrate(db: Database, store) -> None:
-    from divqat.serve.keys import LEGACY_KIND, SCHEMA_VERSION, new_public_id
-
+def migrate(db: Database) -> None:
     with db.transaction() as con:
         if db.postgres:  # replicas starting together: one makes the tables, the others wait
             con.execute("SELECT pg_advisory_xact_lock(7412)")
