@@ -16,6 +16,7 @@ model, the defenses, the spend committed (with the watermark record, one transac
 """
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -240,12 +241,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 @asynccontextmanager
-async def few_request_threads(app):
+async def serving_process(app):
     """Batches run in at most REQUEST_THREADS threads of a worker; the rest wait in the event
     loop, in order. With anyio's 40, dozens of threads convoy on the GIL: at 16 connections
     (wrk, 2 workers) 4 threads served 59,800 images/s at batch 64 against 47,500, p99 47 ms
-    against 91 (docs/benchmarks.md)."""
+    against 91. And the objects made at start-up (onnxruntime's, numpy's, the app's) are frozen
+    out of the garbage collector: its full collections over them took batch 1's p99 from 9 to
+    64 ms (docs/benchmarks.md)."""
     anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
+    gc.freeze()  # the start-up heap out of the collector's reach: full collections over it were the batch-1 tail
     yield
 
 
@@ -315,7 +319,7 @@ def create_app(
         "labels, by key) out. Every image is counted against the key's budget.",
         docs_url=None,
         redoc_url=None,
-        lifespan=few_request_threads,
+        lifespan=serving_process,
         redirect_slashes=False,  # a redirect's Location would come from the client's Host header
     )
     app.state.service = service
