@@ -6,7 +6,7 @@ import torch
 from divqat.errors import DivqatError
 from divqat.models import create_model
 from divqat.quant import QuantConfig, prepare
-from divqat.quant.pt2e import deployed_forward, frozen_observers, set_mode
+from divqat.quant.pt2e import frozen_observers, outlier_forward, set_mode
 from divqat.train import TrainConfig, cross_entropy, fit
 
 
@@ -69,9 +69,10 @@ def test_the_outlier_forward_leaves_every_buffer_and_uses_the_deployed_statistic
     set_mode(deployed, train=False)
     before = {k: v.clone() for k, v in prepared.state_dict().items()}
     outliers = 3 * torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(2))  # far outside the data
-    forward = deployed_forward(prepared)
-    with frozen_observers(prepared):
+    with outlier_forward(prepared) as forward:  # what fit and a user's own loop call
         out = forward(outliers)
+    with outlier_forward(prepared) as again:
+        assert again is forward  # the eval-mode twin is made once per model
     out.sum().backward()
     assert [k for k, v in prepared.state_dict().items() if not torch.equal(v, before[k])] == []
     with frozen_observers(deployed), torch.no_grad():

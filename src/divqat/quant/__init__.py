@@ -2,7 +2,7 @@
 
 from divqat.quant.config import QuantConfig, cpu_has_vnni
 from divqat.quant.onnx_export import OnnxModel, export_onnx
-from divqat.quant.pt2e import calibrate, compile_int8, convert, prepare, set_mode
+from divqat.quant.pt2e import calibrate, compile_int8, convert, outlier_forward, prepare, set_mode
 
 __all__ = [
     "OnnxModel",
@@ -12,6 +12,7 @@ __all__ = [
     "convert",
     "cpu_has_vnni",
     "export_onnx",
+    "outlier_forward",
     "prepare",
     "set_mode",
 ]

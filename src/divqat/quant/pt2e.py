@@ -6,6 +6,7 @@ int8 kernels and the same ONNX QDQ graph serve both widths.
 
 import copy
 import dataclasses
+import weakref
 from contextlib import contextmanager
 
 import torch
@@ -127,6 +128,23 @@ def deployed_forward(model: nn.Module):
         # The eval graph still counts batches (an add_ the rewrite leaves): that count stays its own.
         owner._buffers[leaf] = buffer.clone() if leaf == "num_batches_tracked" else buffer
     return twin
+
+
+_DEPLOYED: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def outlier_forward(model: nn.Module):
+    """`with outlier_forward(qat_model) as forward: logits = forward(outliers)`: the model's
+    forward for inputs that must leave no trace (DivQAT's outliers), in your own training loop:
+    batch norm on its running statistics, fake quantizers quantizing without moving their
+    ranges, no buffer changed; gradients reach the model's own parameters. The eval-mode twin
+    (`deployed_forward`) is made once per model and kept while the model lives."""
+    twin = _DEPLOYED.get(model)
+    if twin is None:
+        twin = _DEPLOYED[model] = deployed_forward(model)
+    with frozen_observers(model):
+        yield twin
 
 
 def _owner(module: nn.Module, dotted: str) -> tuple[nn.Module, str]:

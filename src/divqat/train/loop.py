@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from divqat.errors import DivqatError
-from divqat.quant.pt2e import deployed_forward, frozen_observers, set_mode
+from divqat.quant.pt2e import outlier_forward, set_mode
 
 Objective = Callable[[Tensor, dict[str, Tensor], float], Tensor]
 Progress = Callable[[str, int, int, float | None], None]  # label, steps done, total steps, last epoch's loss
@@ -79,7 +79,7 @@ def fit(
     history = History()
     set_mode(model, train=True)
     outlier_term = getattr(objective, "outlier_term", None) if "outliers" in data else None
-    deployed = deployed_forward(model) if outlier_term else None
+
     report = progress or (lambda *_: None)
     step = 0
     report(label, 0, total, None)
@@ -92,8 +92,8 @@ def fit(
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             at = step / max(total, 1)
             loss = objective(model(inputs), batch, at)
-            if deployed is not None:
-                with frozen_observers(model):
+            if outlier_term is not None:
+                with outlier_forward(model) as deployed:
                     loss = loss + outlier_term(deployed(batch["outliers"]), batch, at)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

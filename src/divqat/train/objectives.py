@@ -7,14 +7,14 @@ or probability vectors) and, for DivQAT, "teacher_probs" (the frozen FP model's 
 import math
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from divqat.configs import DivQATConfig
 from divqat.train.divergences import drop_class, get_divergence, kl
 from divqat.train.losses import cross_entropy
 from divqat.train.outlier_losses import get_outlier_loss
 
-__all__ = ["DivQATLoss", "cross_entropy"]
+__all__ = ["DivQAT", "DivQATLoss", "cross_entropy"]
 
 
 class DivQATLoss:
@@ -71,3 +71,53 @@ class DivQATLoss:
         """beta * M on the batch's outliers ("outliers" and their "outlier_teacher_probs")."""
         m = get_outlier_loss(self.outlier_loss)(outlier_logits, batch["outlier_teacher_probs"], self.divergence)
         return self.beta * self.ramp(progress) * m.mean()
+
+
+class DivQAT(nn.Module):
+    """DivQAT's loss for your own QAT loop, on plain tensors:
+
+        loss = DivQAT(alpha=0.0, beta=2.0, distill=3.0)(          # or DivQAT(config)
+            student_logits,         # (B, K) the QAT model's logits on the batch
+            teacher_probs,          # (B, K) the frozen FP model's softmax on the same batch
+            labels,                 # (B,) class indices
+            outlier_logits,         # optional (B', K): the QAT model's logits on outliers,
+                                    #   from `divqat.quant.outlier_forward(model)`
+            outlier_teacher_probs,  # (B', K) the FP model's softmax on those outliers
+            progress=1.0,           # share of training done, in [0, 1]: the warm-up ramp
+        )                           # -> a scalar tensor to .backward()
+
+    = CE(labels, student) - alpha * D(teacher || student) [+ distill * KL(teacher || student)]
+      + beta * M(outlier student, outlier teacher); the settings are a `DivQATConfig`
+    (divqat/configs.py), the same that `divqat train` uses. Without outliers the outlier term
+    is left out (beta is then unused).
+    """
+
+    def __init__(self, config: DivQATConfig | None = None, **settings):
+        super().__init__()
+        self.loss = DivQATLoss(config, **settings)
+
+    @property
+    def config(self) -> DivQATConfig:
+        return self.loss.config
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        teacher_probs: Tensor,
+        labels: Tensor,
+        outlier_logits: Tensor | None = None,
+        outlier_teacher_probs: Tensor | None = None,
+        progress: float = 1.0,
+    ) -> Tensor:
+        if student_logits.shape != teacher_probs.shape or student_logits.ndim != 2:
+            raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher probabilities "
+                             f"{tuple(teacher_probs.shape)} must both be (batch, classes)")  # fmt: skip
+        batch = {"targets": labels, "teacher_probs": teacher_probs}
+        loss = self.loss(student_logits, batch, progress)
+        if outlier_logits is not None and self.config.beta:
+            if outlier_teacher_probs is None or outlier_teacher_probs.shape != outlier_logits.shape:
+                raise ValueError("outlier_logits need outlier_teacher_probs of the same shape")
+            loss = loss + self.loss.outlier_term(
+                outlier_logits, {"outlier_teacher_probs": outlier_teacher_probs}, progress
+            )
+        return loss
