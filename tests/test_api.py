@@ -41,6 +41,34 @@ def test_train_attack_and_defend_your_own_model(data, tmp_path):
                            defenses=[api.defense("reverse-sigmoid", beta=0.5)])  # fmt: skip
     assert guarded["pool"] == "custom" and guarded["defense_l1"] > 0
     assert isinstance(surrogate, nn.Module)
+    check_every_form_of_a_victim(victim, data)
+
+
+def check_every_form_of_a_victim(victim, data):
+    """A Victim object (predict_proba, onnx, metrics), reloaded by `api.load`, and stolen in
+    every form steal accepts: the object, its ONNX file alone, a plain callable."""
+    from divqat.quant import OnnxModel
+
+    assert isinstance(victim, api.Victim) and api.load(victim).run_dir == victim.run_dir
+    images = data.test.images[:16]
+    expected = OnnxModel(victim.onnx).predict_proba(images)
+    assert torch.equal(victim.predict_proba(images), expected) and torch.equal(api.load(victim)(images), expected)
+    assert victim.metrics["model"] == "SmallNet" and victim.config["victim"]["model"] == "SmallNet"
+    asked = []
+
+    def callable_victim(batch):
+        asked.append(len(batch))
+        return victim.predict_proba(batch)
+
+    for form in (victim, victim.onnx, callable_victim):
+        result, _ = api.steal(form, data, pool="in", budget=64, epochs=1)
+        assert result["queries"] == 64
+    # The callable answered the thief's 64 queries and, for the metrics, the test set (evaluation
+    # is still part of steal: issue 17 asks for it apart).
+    assert sum(asked) == 64 + len(data.test) and result["victim"] == "function"
+    with pytest.raises(DivqatError, match="a victim is"):
+        api.steal(42, data, budget=1)
+    assert victim.app(victim / "serve.db").title == "divqat victim"
 
 
 def test_bad_inputs_are_divqat_errors(data, tmp_path):

@@ -5,12 +5,15 @@
 
     data = api.dataset(train_images, train_labels, test_images, test_labels)  # float32 NCHW in [0, 1]
     victim = api.train_victim(MyNet(), data, "runs/mine")  # outlier-aware DivQAT; preset="paper": the paper's
+    victim.predict_proba(test_images[:8]), victim.metrics, victim.onnx  # or victim = api.load("runs/mine")
     result, surrogate = api.steal(victim, data, pool="photos", budget=5000, surrogate="cnn")
     defended, _ = api.steal(victim, data, budget=5000, defenses=[api.defense("reverse-sigmoid", beta=0.2)])
 
 `train_victim` runs FP training, QAT or DivQAT, int8 conversion and ONNX export exactly as
-`divqat train` does, and writes the same run directory; `steal` runs any registered attack
-against the deployed ONNX model, behind any chain of post-hoc defenses. A model passed as an
+`divqat train` does, writes the same run directory and returns it as a `Victim`; `steal` runs
+any registered attack against a victim in any form - a `Victim`, a run directory, an ONNX file,
+a served model (`api.remote(url, key)`) or any `images -> probabilities` callable - behind any
+chain of post-hoc defenses. A model passed as an
 `nn.Module` takes raw [0, 1] pixels (normalise inside it) and must be PT2E-exportable; register
 its builder with `divqat.models.register_model` to reload it by name later (`divqat --plugin`).
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from divqat import pipeline
+from divqat import files, pipeline
 from divqat.blackbox import load_backend
 from divqat.configs import OWN_MODELS, AttackConfig, victim_config
 from divqat.data import ImageSet, Splits
@@ -30,7 +33,89 @@ from divqat.defenses import Defense, create_defense
 from divqat.errors import DivqatError
 from divqat.extraction import steal as steal_in_memory
 
-__all__ = ["dataset", "defense", "steal", "train_victim", "verify"]
+__all__ = ["Victim", "dataset", "defense", "load", "remote", "steal", "train_victim", "verify"]
+
+
+class Victim:
+    """A trained victim: its run directory, what `train_victim` and `load` return.
+
+    `predict_proba(images)` answers as the deployed model does (its ONNX file in onnxruntime:
+    float32 NCHW pixels in [0, 1] -> probabilities); calling the victim does the same. `onnx` is
+    that file (it runs without divqat), `metrics` its metrics.json, `config` its config.json,
+    `app(db, ...)` the HTTP API of `divqat serve` for it. A Victim is also a path (os.fspath),
+    so anything that takes a run directory takes it."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self._answer = None
+
+    def __fspath__(self) -> str:
+        return str(self.run_dir)
+
+    def __repr__(self) -> str:
+        return f"Victim({str(self.run_dir)!r})"
+
+    def __str__(self) -> str:
+        return str(self.run_dir)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.run_dir / name
+
+    @property
+    def onnx(self) -> Path:
+        return self.run_dir / "model.onnx"
+
+    @property
+    def metrics(self) -> dict:
+        return files.read_json(self.run_dir / "metrics.json")
+
+    @property
+    def config(self) -> dict:
+        return files.read_json(self.run_dir / "config.json")
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        if self._answer is None:
+            self._answer = load_backend(self.run_dir, "onnx")
+        return self._answer(images)
+
+    __call__ = predict_proba
+
+    def app(self, db: str | Path, defenses=(), **options):
+        """The FastAPI app `divqat serve` runs for this victim (serve/app.py's create_app
+        options: keys, limits, prada, rate, key_secret, ...); run it with uvicorn."""
+        from divqat.serve.app import create_app
+
+        return create_app(self.run_dir, str(db), tuple(defenses), **options)
+
+
+def load(run_dir: str | Path) -> Victim:
+    """A victim from its run directory (one that `divqat train` or `train_victim` wrote)."""
+    run = Path(run_dir)
+    if not (run / "model.onnx").is_file():
+        raise DivqatError(f"{run} has no model.onnx: not a divqat run directory")
+    return Victim(run)
+
+
+def remote(url: str, key: str):
+    """A served victim (`divqat serve`), queried with `key`: its budget and output mode are the
+    server's. A callable `steal` and `verify` accept."""
+    return load_backend(Path("."), "http", url=url, key=key)
+
+
+def as_backend(victim):
+    """Any form of a victim as an `images -> probabilities` callable."""
+    if isinstance(victim, Victim):
+        return victim.predict_proba
+    if isinstance(victim, str | Path):
+        path = Path(victim)
+        if path.is_file() and path.suffix == ".onnx":
+            from divqat.quant import OnnxModel
+
+            return OnnxModel(path).predict_proba
+        return load_backend(path, "onnx")  # checks it is a run directory
+    if callable(victim):
+        return victim
+    raise DivqatError(f"a victim is a Victim, a run directory, an ONNX file or a callable, got {type(victim).__name__}")
 
 
 def dataset(
@@ -54,18 +139,18 @@ def dataset(
 def train_victim(
     model: nn.Module | str, data: Splits, out: str | Path, *, preset: str | None = None, overwrite: bool = False,
     **config,
-) -> Path:  # fmt: skip
+) -> Victim:  # fmt: skip
     """Train a victim (FP, then the `method`: ptq, qat or divqat - by default outlier-aware
     DivQAT, the setting that protects) and write its run directory `out` (model.onnx, weights,
-    metrics.json). Keyword arguments are VictimConfig fields (divqat/configs.py); `preset`
-    ("paper", "bounded") names an objective under them."""
+    metrics.json), returned as a `Victim`. Keyword arguments are VictimConfig fields
+    (divqat/configs.py); `preset` ("paper", "bounded") names an objective under them."""
     name = model if isinstance(model, str) else type(model).__name__
     if not isinstance(model, str):
         OWN_MODELS.add(name)
     settings = victim_config(preset, dataset=data.dataset, model=name, **config)
     module = None if isinstance(model, str) else model
     pipeline.train(settings, Path(out), splits=data, model=module, overwrite=overwrite)
-    return Path(out)
+    return Victim(out)
 
 
 def defense(name: str, **params) -> Defense:
@@ -74,24 +159,26 @@ def defense(name: str, **params) -> Defense:
 
 
 def steal(
-    victim: str | Path,
+    victim,
     data: Splits,
     *,
     pool: str | torch.Tensor = "ood",
     defenses: list[Defense] = (),
     **config,
 ) -> tuple[dict, nn.Module]:
-    """Steal the deployed model of a run directory through its black box; keyword arguments are
+    """Steal `victim` (a Victim, a run directory, an ONNX file, `remote(url, key)` or any
+    `images -> probabilities` callable) through its black box; keyword arguments are
     AttackConfig fields (attack, budget, labels, surrogate, epochs, seed, adaptive options).
     `pool` names a registered query pool or gives the thief's own images (float32 NCHW)."""
     if not isinstance(pool, str | torch.Tensor):
         raise DivqatError("pool is a pool name or a tensor of images")
-    answer = load_backend(Path(victim), "onnx")  # checks it is a run directory
+    answer = as_backend(victim)
     own = not isinstance(pool, str)
     images = pool.float() if own else query_pool(pool, data).images
     settings = AttackConfig(pool="ood" if own else pool, **config)
     surrogate, result = steal_in_memory(answer, data, settings, defenses=tuple(defenses), pool=images)
-    return {**result, "pool": "custom" if own else pool, "victim": str(victim)}, surrogate
+    name = str(victim) if isinstance(victim, str | Path | Victim) else type(victim).__name__
+    return {**result, "pool": "custom" if own else pool, "victim": name}, surrogate
 
 
 def verify(suspect, record, *, significance: float = 1e-6, max_queries: int = 1000) -> dict:
@@ -106,5 +193,7 @@ def verify(suspect, record, *, significance: float = 1e-6, max_queries: int = 10
         record = {str(record): Record.load(Path(record))}
     elif isinstance(record, Record):
         record = {"record": record}
+    if isinstance(suspect, Victim):
+        suspect = suspect.run_dir
     answer = load_suspect(str(suspect)) if isinstance(suspect, str | Path) else suspect
     return run_verify(answer, record, significance=significance, max_queries=max_queries)
