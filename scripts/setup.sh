@@ -27,6 +27,6 @@ fi
 
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 # torch is pinned in pyproject.toml: a loose spec would let pip pull a multi-GB CUDA build.
-# The ray and postgres extras are installed too, so that the tests run the Ray executor and
-# the server on PostgreSQL.
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,ray,postgres]'
+# The ray, postgres and art extras are installed too, so that the tests run the Ray executor,
+# the server on PostgreSQL and the Adversarial Robustness Toolbox on both sides.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,ray,postgres,art]'

@@ -87,7 +87,7 @@ def test_every_field_is_settable_from_the_api(monkeypatch, tiny_splits, tmp_path
     fields = {k: v for k, v in VICTIM.items() if k not in ("dataset", "model")}  # from the data and the model
     api.train_victim("cnn", tiny_splits, tmp_path / "v", **fields)
     assert got["victim"] == VictimConfig(**{**VICTIM, "dataset": tiny_splits.dataset})
-    monkeypatch.setattr(api, "load_backend", lambda *a, **k: None)
+    monkeypatch.setattr(api, "as_backend", lambda *a, **k: None)
     monkeypatch.setattr(api, "steal_in_memory", lambda answer, data, config, **kw: (None, {"c": config}))
     result, _ = api.steal(tmp_path / "v", tiny_splits, **ATTACK)
     assert result["c"] == AttackConfig(**ATTACK)

@@ -25,6 +25,7 @@ from torch import nn
 
 from divqat import files, pipeline
 from divqat.blackbox import load_backend
+from divqat.blackbox.backends import as_backend
 from divqat.configs import OWN_MODELS, AttackConfig, victim_config
 from divqat.data import ImageSet, Splits
 from divqat.data.pools import query_pool
@@ -100,22 +101,6 @@ def remote(url: str, key: str):
     """A served victim (`divqat serve`), queried with `key`: its budget and output mode are the
     server's. A callable `steal` and `verify` accept."""
     return load_backend(Path("."), "http", url=url, key=key)
-
-
-def as_backend(victim):
-    """Any form of a victim as an `images -> probabilities` callable."""
-    if isinstance(victim, Victim):
-        return victim.predict_proba
-    if isinstance(victim, str | Path):
-        path = Path(victim)
-        if path.is_file() and path.suffix == ".onnx":
-            from divqat.quant import OnnxModel
-
-            return OnnxModel(path).predict_proba
-        return load_backend(path, "onnx")  # checks it is a run directory
-    if callable(victim):
-        return victim
-    raise DivqatError(f"a victim is a Victim, a run directory, an ONNX file or a callable, got {type(victim).__name__}")
 
 
 def dataset(

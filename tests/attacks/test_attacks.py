@@ -11,7 +11,14 @@ from divqat.errors import DivqatError
 from divqat.train import predict_proba
 from divqat.train.victim import train_fp
 
-BUDGETS = {"knockoff": 800, "knockoff-adaptive": 800, "jbda": 800, "dfme": 6000}
+BUDGETS = {
+    "knockoff": 800,
+    "knockoff-adaptive": 800,
+    "jbda": 800,
+    "dfme": 6000,
+    "art-knockoff": 800,
+    "art-copycat": 800,
+}
 
 
 @pytest.fixture(scope="module")

@@ -29,3 +29,20 @@ def load_backend(run: Path, kind: str = "onnx", *, url: str | None = None, key: 
         model = artifacts.load_fp(run)
         return lambda images: predict_proba(model, images)
     raise DivqatError(f"unknown backend {kind!r}; choose from {', '.join(BACKENDS)}")
+
+
+def as_backend(victim):
+    """Any form of a victim as an `images -> probabilities` callable: an object with
+    `predict_proba` (divqat.api.Victim), a run directory, an ONNX file, or a callable."""
+    if hasattr(victim, "predict_proba"):
+        return victim.predict_proba
+    if isinstance(victim, str | Path):
+        path = Path(victim)
+        if path.is_file() and path.suffix == ".onnx":
+            from divqat.quant import OnnxModel
+
+            return OnnxModel(path).predict_proba
+        return load_backend(path, "onnx")  # checks it is a run directory
+    if callable(victim):
+        return victim
+    raise DivqatError(f"a victim is a Victim, a run directory, an ONNX file or a callable, got {type(victim).__name__}")

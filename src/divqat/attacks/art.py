@@ -1,0 +1,45 @@
+"""ART's extraction attacks as divqat attacks: `art-knockoff` (KnockoffNets, random sampling;
+soft or, with labels: hard, top-1 answers) and `art-copycat` (CopycatCNN: top-1 answers), run
+with ART 1.20's own code against divqat's oracle, training a divqat surrogate through ART's
+PyTorchClassifier. ART draws its queries without replacement, so a pool smaller than the budget
+is first grown with augmented copies, as divqat's `knockoff` does."""
+
+import torch
+
+from divqat.attacks.base import Thief, register_attack
+from divqat.blackbox.victim import Oracle
+from divqat.data.augment import sample_with_augmentation
+from divqat.interop.art import black_box, thieved_classifier
+
+
+def art_extract(victim: Oracle, thief: Thief, make_attack):
+    c = thief.config
+    torch.manual_seed(c.seed)
+    inputs = sample_with_augmentation(thief.pool, c.budget, thief.generator)
+    surrogate = thief.new_surrogate(inputs)
+    stolen = thieved_classifier(surrogate, thief.input_shape, thief.num_classes, c.lr)
+    attack = make_attack(black_box(victim.query, thief.input_shape, thief.num_classes))
+    attack.extract(inputs.numpy(), thieved_classifier=stolen)
+    return surrogate.eval()
+
+
+@register_attack("art-knockoff")
+def art_knockoff(victim: Oracle, thief: Thief):
+    from art.attacks.extraction import KnockoffNets
+
+    c = thief.config
+    return art_extract(victim, thief, lambda box: KnockoffNets(
+        box, batch_size_fit=c.batch_size, batch_size_query=512, nb_epochs=c.epochs, nb_stolen=c.budget,
+        sampling_strategy="random", use_probability=c.labels == "soft", verbose=False,
+    ))  # fmt: skip
+
+
+@register_attack("art-copycat")
+def art_copycat(victim: Oracle, thief: Thief):
+    from art.attacks.extraction import CopycatCNN
+
+    c = thief.config
+    return art_extract(victim, thief, lambda box: CopycatCNN(
+        box, batch_size_fit=c.batch_size, batch_size_query=512, nb_epochs=c.epochs, nb_stolen=c.budget,
+        use_probability=False,
+    ))  # fmt: skip
