@@ -129,6 +129,10 @@ class KeyStore:
             raise DivqatError(f"no key database at {self.db} (create one with `divqat keys add --db {self.db}`)")
         self.secret_file = secret_file or default_secret_file(target)
         self._secret = None
+        if (
+            self.secret_file is not None and Path(self.secret_file).exists()
+        ):  # a bad secret: refused before any file is made
+            self._secret = read_key_secret(self.secret_file, create=False)
         migrate(self.db)
         if create:
             self.secret  # noqa: B018  (made with the database; otherwise read when first needed)
