@@ -100,7 +100,9 @@ def load(run_dir: str | Path) -> Victim:
 def remote(url: str, key: str):
     """A served victim (`divqat serve`), queried with `key`: its budget and output mode are the
     server's. A callable `steal` and `verify` accept."""
-    return load_backend(Path("."), "http", url=url, key=key)
+    from divqat.blackbox.http import HttpBackend
+
+    return HttpBackend(url, key)
 
 
 def dataset(

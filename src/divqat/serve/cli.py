@@ -90,7 +90,7 @@ def serve(
         data_root=str(data_root) if data_root else None, seed=seed, watermark=watermark,
         secret_file=str(secret_file) if secret_file else None, prada_delta=config.delta if config else None,
         prada_block=prada_block, max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
-        rate_requests=rate.requests_per_s / workers, rate_images=rate.images_per_s / workers,
+        rate_requests=rate.share(workers).requests_per_s, rate_images=rate.share(workers).images_per_s,
         threads=threads,
     )  # fmt: skip
     Limits(settings.max_batch, settings.max_body_bytes)
@@ -100,7 +100,10 @@ def serve(
     for dropped in store.declare(specs) if specs else ():
         console.print(f"key {dropped.id} revoked: {keys} no longer lists it")
     known = len(store.all())
-    settings.check()  # builds the chain and loads the model once here: errors are one line before binding
+    # Everything built here, before binding, so that an error is one line: one worker serves this
+    # very app (defenses that train a model train once); several build their own, so the parent
+    # only checks.
+    app = settings.app() if workers == 1 else settings.check()
     listener = listen(host, port)
     bound_host, bound_port = listener.getsockname()[:2]
     bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host  # IPv6 in a URL
@@ -113,7 +116,7 @@ def serve(
     )
     from divqat.serve.worker import run
 
-    run(settings, listener, workers=workers, max_connections=max_connections, access_log=access_log)
+    run(settings, listener, workers=workers, max_connections=max_connections, access_log=access_log, app=app)
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -85,6 +85,16 @@ class PradaStore:
             oldest=oldest,
         )
 
+    def current(self, key_id: int) -> PradaState:
+        """The key's state from memory, as this process last wrote it (or loaded, if it holds none);
+        `write` refuses it if another process has moved the key on."""
+        with self.cache_lock:
+            cached = self.cache.get(key_id)
+            if cached is not None:
+                self.cache.move_to_end(key_id)
+                return cached
+        return self.remember(key_id, self.load(key_id))
+
     def state(self, key_id: int) -> PradaState:
         """The key's state, from memory unless the database has moved on."""
         rows = self.db.read("SELECT seen FROM prada_state WHERE key_id = ?", (key_id,))
@@ -118,7 +128,7 @@ class PradaStore:
         """Observe one answered (and already counted) batch of the key, and store the result."""
         with self.lock(key_id):
             for _ in range(RETRIES):
-                state = self.state(key_id)
+                state = self.current(key_id)  # no read first: the write's own check finds a stale state
                 before = state.seen
                 try:
                     joined = state.observe(images, classes, self.config)

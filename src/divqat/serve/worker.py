@@ -10,7 +10,6 @@ database, and PRADA's state is reloaded by a worker only when another has moved 
 """
 
 import json
-import logging.config
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -114,12 +113,14 @@ def uvicorn_config(app, max_connections: int, access_log: bool, workers: int = 1
     )
 
 
-def run(settings: ServeSettings, listener: socket.socket, *, workers: int, max_connections: int, access_log: bool):
+def run(
+    settings: ServeSettings, listener: socket.socket, *, workers: int, max_connections: int, access_log: bool, app=None
+):
+    """Serve `app` (or the settings' app) in this process, or `workers` processes of it."""
     import uvicorn
 
     if workers == 1:
-        logging.config.dictConfig(log_config(access_log))
-        config = uvicorn_config(settings.app(), max_connections, access_log)
+        config = uvicorn_config(app or settings.app(), max_connections, access_log)  # it configures logging too
         uvicorn.Server(config).run(sockets=[listener])
         return
     from uvicorn.supervisors import Multiprocess
