@@ -26,7 +26,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from divqat import artifacts
-from divqat.attacks import Thief, get_attack
+from divqat.attacks import Thief, create_attack
 from divqat.blackbox import BlackBoxVictim, load_backend
 from divqat.configs import AttackConfig
 from divqat.data import load_splits
@@ -60,7 +60,7 @@ def thief_stream(victim: Path, splits, name: str, pool: str, budget: int, seed: 
     )  # the stream, not the surrogate, is measured
     queries = None if name == "dfme" else query_pool(pool, splits, data_root).images
     thief = Thief(config, queries, splits.input_shape, splits.num_classes, torch.Generator().manual_seed(seed))
-    get_attack(name)(BlackBoxVictim(recorder, budget).oracle(), thief)
+    create_attack(name).steal(BlackBoxVictim(recorder, budget).oracle(), thief)
     return recorder.stream()
 
 

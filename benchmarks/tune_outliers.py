@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from divqat import artifacts, metrics, pipeline
-from divqat.attacks import Thief, get_attack
+from divqat.attacks import Thief, create_attack
 from divqat.blackbox import BlackBoxVictim, load_backend
 from divqat.configs import AttackConfig, VictimConfig
 from divqat.data import load_splits
@@ -67,7 +67,7 @@ def steal(run: Path, splits, pool, labels: str, surrogate: str, epochs: int, see
     )  # fmt: skip
     victim = BlackBoxVictim(load_backend(run), config.budget)
     thief = Thief(config, pool, splits.input_shape, splits.num_classes, torch.Generator().manual_seed(seed))
-    model = get_attack("knockoff")(victim.oracle(), thief)
+    model = create_attack("knockoff").steal(victim.oracle(), thief)
     held_out = splits.thief_pool
     return {"labels": labels, "accuracy": metrics.accuracy(predict_proba(model, held_out.images), held_out.labels)}
 

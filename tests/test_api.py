@@ -63,9 +63,21 @@ def check_every_form_of_a_victim(victim, data):
     for form in (victim, victim.onnx, callable_victim):
         result, _ = api.steal(form, data, pool="in", budget=64, epochs=1)
         assert result["queries"] == 64
-    # The callable answered the thief's 64 queries and, for the metrics, the test set (evaluation
-    # is still part of steal: issue 17 asks for it apart).
+    # steal measures too: the callable answered the thief's 64 queries and the test set.
     assert sum(asked) == 64 + len(data.test) and result["victim"] == "function"
+    asked.clear()
+    thief = api.attack("knockoff", budget=64, epochs=1)
+    clone = thief.extract(callable_victim, data.thief_pool.images, num_classes=10)
+    assert sum(asked) == 64 and thief.books["queries"] == 64  # the theft alone: no test image asked
+    assert set(api.evaluate(clone, data)) == {"surrogate_accuracy"}  # no victim: the clone alone
+    scores = api.evaluate(clone, (data.test.images, data.test.labels), victim=victim)
+    from divqat.train import predict_proba
+
+    agree = predict_proba(clone, data.test.images).argmax(-1) == victim(data.test.images).argmax(-1)
+    assert scores["fidelity"] == pytest.approx(agree.float().mean().item())
+    with pytest.raises(DivqatError, match="num_classes"):
+        thief.extract(callable_victim, data.thief_pool.images)
+    assert isinstance(api.attack(budget=16, epochs=1).extract(victim, data.thief_pool.images), nn.Module)
     with pytest.raises(DivqatError, match="a victim is"):
         api.steal(42, data, budget=1)
     assert victim.app(victim / "serve.db").title == "divqat victim"
@@ -87,3 +99,18 @@ def test_the_default_pool_works_on_your_own_data(data):
 
     pool = query_pool("ood", data)
     assert pool.images.shape[1:] == data.input_shape and len(pool) == 1797
+
+
+def test_your_own_surrogate_and_the_attack_parameters(data):
+    """ART-style: an attack object with its parameters, extract() training a copy of the user's
+    own surrogate module (left as handed in)."""
+    mine = SmallNet()
+    before = {k: v.clone() for k, v in mine.state_dict().items()}
+    thief = api.attack("jbda", budget=150, epochs=2, seed_size=50, round_epochs=1)
+    clone = thief.extract(lambda x: torch.softmax(x.flatten(1)[:, :10] * 5, -1), data.thief_pool.images,
+                          surrogate=mine, num_classes=10)  # fmt: skip
+    assert type(clone) is SmallNet and clone is not mine
+    assert all(torch.equal(before[k], v) for k, v in mine.state_dict().items())
+    assert thief.books["queries"] == 150 and thief.config.params == {"round_epochs": 1, "seed_size": 50}
+    with pytest.raises(DivqatError, match="has no parameter 'stepp'"):
+        api.attack("jbda", stepp=0.2)

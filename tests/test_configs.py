@@ -21,9 +21,9 @@ VICTIM = dict(
     seed=5, train_limit=100,
 )  # fmt: skip
 ATTACK = dict(
-    attack="jbda", pool="photos", budget=123, labels="hard", surrogate="cnn", epochs=3, lr=5e-4, batch_size=32,
-    seed=5, augment=True, confidence_tau=0.5, confidence_mode="weight", smoothing=2, in_seeds=10,
-    consistency_noise=0.02,
+    attack="jbda", params={"seed_size": 50, "step": 0.2}, pool="photos", budget=123, labels="hard", surrogate="cnn",
+    epochs=3, lr=5e-4, batch_size=32, schedule="constant", seed=5, augment=True, confidence_tau=0.5,
+    confidence_mode="weight", smoothing=2, in_seeds=10, consistency_noise=0.02,
 )  # fmt: skip
 
 
@@ -38,8 +38,10 @@ def test_the_samples_cover_every_field_with_a_value_that_is_not_the_default(cls,
 def cli_words(sample: dict, cls) -> list[str]:
     words = []
     for f in dataclasses.fields(cls):
-        value, flag = sample[f.name], "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
+        value, flag = sample[f.name], f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        if isinstance(value, dict):  # repeated key=value words
+            words += [w for k, v in value.items() for w in (flag, f"{k}={v}")]
+        elif isinstance(value, bool):
             names = [n for n in f.metadata.get("names", ()) if "/" in n] or [f"{flag}/--no-{flag[2:]}"]
             on, off = names[0].split("/")
             words.append(on if value else off)
@@ -87,10 +89,9 @@ def test_every_field_is_settable_from_the_api(monkeypatch, tiny_splits, tmp_path
     fields = {k: v for k, v in VICTIM.items() if k not in ("dataset", "model")}  # from the data and the model
     api.train_victim("cnn", tiny_splits, tmp_path / "v", **fields)
     assert got["victim"] == VictimConfig(**{**VICTIM, "dataset": tiny_splits.dataset})
-    monkeypatch.setattr(api, "as_backend", lambda *a, **k: None)
-    monkeypatch.setattr(api, "steal_in_memory", lambda answer, data, config, **kw: (None, {"c": config}))
-    result, _ = api.steal(tmp_path / "v", tiny_splits, **ATTACK)
-    assert result["c"] == AttackConfig(**ATTACK)
+    assert api.attack(**ATTACK).config == AttackConfig(**ATTACK)
+    flat = {k: v for k, v in ATTACK.items() if k != "params"} | ATTACK["params"]  # the attack's own as keywords
+    assert api.attack(**flat).config == AttackConfig(**ATTACK)
 
 
 def test_presets_sit_under_the_fields_given():

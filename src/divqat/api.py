@@ -18,6 +18,7 @@ chain of post-hoc defenses. A model passed as an
 its builder with `divqat.models.register_model` to reload it by name later (`divqat --plugin`).
 """
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -26,15 +27,21 @@ from torch import nn
 from divqat import files, pipeline
 from divqat.blackbox import load_backend
 from divqat.blackbox.backends import as_backend
-from divqat.configs import OWN_MODELS, AttackConfig, victim_config
+from divqat.configs import OWN_MODELS, AttackConfig, attack_params, field_names, victim_config
 from divqat.data import ImageSet, Splits
 from divqat.data.pools import query_pool
 from divqat.data.splits import THIEF_POOL_FRACTION, split
 from divqat.defenses import Defense, create_defense
+from divqat.defenses.watermark import Record
 from divqat.errors import DivqatError
-from divqat.extraction import steal as steal_in_memory
+from divqat.extraction import evaluate as evaluate_clone
+from divqat.extraction import extract, thief_pool, verified
+from divqat.quant import OnnxModel
 
-__all__ = ["Victim", "dataset", "defense", "load", "remote", "steal", "train_victim", "verify"]
+__all__ = [
+    "Extraction", "Victim", "attack", "dataset", "defense", "evaluate", "load", "remote", "steal", "train_victim",
+    "verify",
+]  # fmt: skip
 
 
 class Victim:
@@ -145,27 +152,131 @@ def defense(name: str, **params) -> Defense:
     return create_defense(name, params)
 
 
+class Extraction:
+    """An attack with its settings, as an ART user holds one: `extract(victim, pool)` steals a
+    surrogate from any form of a victim and returns it; `books` then holds what it cost
+    (queries, seconds), `record` what a watermark told it. Made by `attack(name, ...)`."""
+
+    def __init__(self, config: AttackConfig):
+        self.config, self.books, self.record = config, {}, Record()
+
+    def __repr__(self) -> str:
+        return f"Extraction({self.config.attack!r}, budget={self.config.budget}, params={self.config.params})"
+
+    def extract(
+        self,
+        victim,
+        pool: str | torch.Tensor | None = None,
+        *,
+        surrogate: nn.Module | None = None,
+        defenses: list[Defense] = (),
+        data: Splits | None = None,
+        num_classes: int | None = None,
+    ) -> nn.Module:
+        """Steal `victim` (a Victim, a run directory, an ONNX file, `remote(url, key)` or any
+        `images -> probabilities` callable) from `pool`: the thief's own images (float32 NCHW
+        in [0, 1]), or a registered pool's name (needs `data`); default the config's pool (needs
+        `data`; DFME needs none). `surrogate`: your own module (raw pixels in; a copy is
+        trained), else the config's architecture. `defenses` stand in front of the victim;
+        those that train a model of their own (MAD) are fit on `data`. The number of classes
+        comes from `num_classes`, `data` or the victim's ONNX file."""
+        answer = as_backend(victim)
+        named = isinstance(pool, str) or (pool is None and self.config.attack != "dfme")
+        if data is None and (named or self.config.in_seeds):
+            raise DivqatError("a named pool, the config's pool and in_seeds need data= (the victim's splits)")
+        images = query_pool(pool, data).images if isinstance(pool, str) else pool
+        if data is not None:
+            images = thief_pool(self.config, data, images)
+        for d in defenses:
+            if data is not None:
+                d.fit(answer, data)
+            elif d.needs_data:
+                raise DivqatError(f"defense {d.name!r} trains a model of its own on the victim's data: pass data=")
+        shape, classes = input_shape_of(victim, images, data), num_classes or classes_of(victim, data)
+        self.record = Record()
+        stolen, self.books = extract(answer, self.config, images, shape, classes, defenses=tuple(defenses),
+                                     surrogate=surrogate, record=self.record)  # fmt: skip
+        return stolen
+
+
+def attack(name: str = "knockoff", **settings) -> Extraction:
+    """An attack with its settings: keyword arguments are AttackConfig fields (budget, labels,
+    surrogate, epochs, lr, schedule, seed, the adaptive options) and the attack's own parameters
+    (`divqat list` shows them: attack("jbda", budget=2000, step=0.2))."""
+    name = settings.pop("attack", name)
+    own = {k: settings.pop(k) for k in list(settings) if k not in field_names(AttackConfig)}
+    params = {**attack_params(settings.pop("params", {})), **own}
+    return Extraction(AttackConfig(attack=name, params=params, **settings))
+
+
+def evaluate(surrogate: nn.Module, test, victim=None, defenses: list[Defense] = ()) -> dict:
+    """A stolen model measured on labelled images, apart from any theft: `test` is an ImageSet,
+    divqat splits (their test set) or (images, labels). Its accuracy; with `victim` (any form),
+    also the victim's, the clone's fidelity (top-1 agreement) and the extraction ratio, with the
+    defenses' cost when `defenses` are given. The victim answers outside any budget."""
+    if isinstance(test, Splits):
+        test = test.test
+    elif isinstance(test, tuple | list):
+        test = ImageSet(*test)
+    answer = None if victim is None else as_backend(victim)
+    return evaluate_clone(surrogate, test, answer, tuple(defenses))
+
+
 def steal(
     victim,
     data: Splits,
     *,
     pool: str | torch.Tensor = "ood",
     defenses: list[Defense] = (),
-    **config,
+    surrogate: nn.Module | None = None,
+    **settings,
 ) -> tuple[dict, nn.Module]:
-    """Steal `victim` (a Victim, a run directory, an ONNX file, `remote(url, key)` or any
-    `images -> probabilities` callable) through its black box; keyword arguments are
-    AttackConfig fields (attack, budget, labels, surrogate, epochs, seed, adaptive options).
-    `pool` names a registered query pool or gives the thief's own images (float32 NCHW)."""
+    """Steal and measure in one call, as `divqat attack` does: `attack(**settings).extract(...)`
+    then `evaluate(...)` on the data's test set. Returns (the result.json of `divqat attack`,
+    the surrogate). `pool` names a registered query pool or gives the thief's own images."""
     if not isinstance(pool, str | torch.Tensor):
         raise DivqatError("pool is a pool name or a tensor of images")
-    answer = as_backend(victim)
     own = not isinstance(pool, str)
+    thief = attack(**{"pool": "ood" if own else pool, **settings})
     images = pool.float() if own else query_pool(pool, data).images
-    settings = AttackConfig(pool="ood" if own else pool, **config)
-    surrogate, result = steal_in_memory(answer, data, settings, defenses=tuple(defenses), pool=images)
-    name = str(victim) if isinstance(victim, str | Path | Victim) else type(victim).__name__
-    return {**result, "pool": "custom" if own else pool, "victim": name}, surrogate
+    stolen = thief.extract(victim, images, surrogate=surrogate, defenses=defenses, data=data)
+    result = {
+        **dataclasses.asdict(thief.config),
+        "defenses": [{"name": d.name, **d.params()} for d in defenses],
+        **thief.books,
+        **evaluate(stolen, data, victim, defenses),
+        **verified(stolen, thief.record),
+        "pool": "custom" if own else pool,
+        "victim": str(victim) if isinstance(victim, str | Path | Victim) else type(victim).__name__,
+    }
+    if surrogate is not None:
+        result["surrogate"] = type(surrogate).__name__
+    return result, stolen
+
+
+def input_shape_of(victim, pool, data) -> tuple[int, int, int]:
+    if data is not None:
+        return data.input_shape
+    if pool is not None:
+        return tuple(pool.shape[1:])
+    return onnx_of(victim).input_shape
+
+
+def classes_of(victim, data) -> int:
+    if data is not None:
+        return data.num_classes
+    return onnx_of(victim).num_classes
+
+
+def onnx_of(victim) -> OnnxModel:
+    """The ONNX file of a victim that has one, for the shapes it declares."""
+    if isinstance(victim, Victim):
+        return OnnxModel(victim.onnx)
+    if isinstance(victim, str | Path) and Path(victim).suffix == ".onnx":
+        return OnnxModel(Path(victim))
+    if isinstance(victim, str | Path):
+        return OnnxModel(load(victim).onnx)
+    raise DivqatError("this victim declares no shapes: pass num_classes= (and a pool, or data=)")
 
 
 def verify(suspect, record, *, significance: float = 1e-6, max_queries: int = 1000) -> dict:

@@ -1,5 +1,6 @@
 """The `divqat` command line. Every bad input ends in one line on stderr and exit code 2."""
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -291,7 +292,14 @@ def list_registries():
         "defenses": DEFENSES,
     }  # fmt: skip
     for name, items in registries.items():
-        console.print(f"{name}: {', '.join(items)}")
+        shown = [with_parameters(n, e) for n, e in items.items()] if name in ("attacks", "defenses") else items
+        console.print(f"{name}: {', '.join(shown)}")
+
+
+def with_parameters(name: str, cls) -> str:
+    """An attack or defense with its parameters and their defaults: `jbda(seed_size=100, step=0.1, ...)`."""
+    fields = [f"{f.name}={f.default}" for f in dataclasses.fields(cls) if f.init and f.default != dataclasses.MISSING]
+    return f"{name}({', '.join(fields)})" if fields else name
 
 
 register_serve_commands(app)  # `divqat serve` and `divqat keys`, listed after the commands above

@@ -21,9 +21,12 @@ DefenseParamOption = Annotated[list[str] | None, typer.Option(help="key=value fo
 
 
 def option_type(hint):
-    """The type typer parses: T for T and T | None; names separated by commas for tuples of names."""
+    """The type typer parses: T for T and T | None; names separated by commas for tuples of names;
+    repeated key=value words for a mapping (the config parses them)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) is dict:
+        return list[str]
     return str if typing.get_origin(hint) is tuple else hint
 
 
@@ -38,7 +41,7 @@ def config_parameters(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter
         if f.name in skip:
             continue
         kind = option_type(hints[f.name])
-        flag = f"--{f.name.replace('_', '-')}"
+        flag = f.metadata.get("flag") or f"--{f.name.replace('_', '-')}"
         extra = f.metadata.get("names", ())
         # A flag is --x/--no-x unless the field names its own pair (--non-target/--all-classes).
         flags = tuple(n for n in extra if "/" in n) or (f"{flag}/--no-{flag[2:]}",)

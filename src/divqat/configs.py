@@ -23,6 +23,7 @@ CUSTOM = "custom"  # the dataset of a user's own tensors (divqat.api.dataset): g
 # by name (register a builder with divqat.models.register_model to reload one by name later).
 OWN_MODELS: set[str] = set()
 LABEL_MODES = ("soft", "hard")
+SCHEDULES = ("cosine", "constant")
 CONFIDENCE_MODES = ("drop", "weight")
 
 
@@ -35,7 +36,8 @@ class ConfigError(DivqatError):
 
 
 def knob(default, help: str, **cli):
-    """A config field with its help text; `cli` holds extra option names, e.g. names=("--bits",)."""
+    """A config field with its help text; `cli` holds extra option names, e.g. names=("--bits",),
+    or the option's own name in place of --field-name (flag="--attack-param")."""
     kind = {"default_factory": default} if callable(default) else {"default": default}
     return field(**kind, metadata={"help": help, **cli})
 
@@ -193,6 +195,9 @@ class AttackConfig:
     on randomly shifted, rotated and scaled views of its queries (the answers kept)."""
 
     attack: str = knob("knockoff", "knockoff, knockoff-adaptive, jbda or dfme (divqat list: attacks).")
+    params: dict[str, bool | int | float | str] = knob(
+        dict, "The attack's own parameters, key=value, repeatable (divqat list: attacks).", flag="--attack-param"
+    )
     pool: str = knob("ood", "Query pool: in, ood, mixed, photos or validation.")
     budget: int = knob(10_000, "Queries the thief may make (--backend http: what the key has left).")
     labels: str = knob("soft", "soft: train on the probabilities; hard: on the top-1 labels only.")
@@ -200,6 +205,7 @@ class AttackConfig:
     epochs: int = knob(20, "Surrogate training epochs.")
     lr: float = knob(1e-3, "Surrogate learning rate.")
     batch_size: int = knob(128, "Surrogate batch size.")
+    schedule: str = knob("cosine", "Surrogate learning-rate schedule: cosine (to 0) or constant (ART's).")
     seed: int = knob(0, "Seed of the thief: its samples, augmentations and surrogate.")
     augment: bool = knob(
         False, "Train the surrogate on augmented views of its queries.", names=("--augment/--no-augment",)
@@ -213,10 +219,18 @@ class AttackConfig:
     )
 
     def __post_init__(self):
-        from divqat.attacks import ATTACKS
+        from divqat.attacks import ATTACKS, create_attack
         from divqat.data.pools import POOLS
         from divqat.models import MODELS
 
+        in_registry(ATTACKS, "attack", self.attack)
+        try:  # the attack's own check and types: "step=0.2" from the command line is a float
+            given = attack_params(self.params)
+            typed = create_attack(self.attack, given).params()
+        except DivqatError as e:
+            raise ConfigError("params", str(e)) from None
+        object.__setattr__(self, "params", {k: typed[k] for k in sorted(given)})
+        need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         need(self.budget > 0, "budget", f"must be a positive number of queries, got {self.budget}")
         need(self.labels in LABEL_MODES, "labels", f"must be one of {', '.join(LABEL_MODES)}, got {self.labels!r}")
         need(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
@@ -229,9 +243,32 @@ class AttackConfig:
         need(self.smoothing >= 1, "smoothing", f"must be >= 1, got {self.smoothing}")
         need(self.in_seeds >= 0, "in_seeds", f"must be >= 0, got {self.in_seeds}")
         need(0 <= self.consistency_noise < 1, "consistency_noise", f"must be in [0, 1), got {self.consistency_noise}")
-        in_registry(ATTACKS, "attack", self.attack)
         in_registry(POOLS, "pool", self.pool)
         in_registry(MODELS, "surrogate", self.surrogate)
+
+
+def attack_params(value) -> dict:
+    """An attack's parameters as a mapping, from one (YAML, Python) or from key=value words (CLI)."""
+    if isinstance(value, dict):
+        return dict(value)
+    params = {}
+    for word in [value] if isinstance(value, str) else list(value):
+        key, sep, item = str(word).partition("=")
+        if not sep or not key.strip():
+            raise DivqatError(f"takes key=value, got {word!r}")
+        params[key.strip()] = item.strip()
+    return params
+
+
+# Knobs added after results were published: a job's hash holds them only when they differ from
+# their default, so that adding one kept every finished job's key (experiments/grid.py).
+LATER_KNOBS = {"params": {}, "schedule": "cosine"}
+
+
+def hashed_spec(config) -> dict:
+    """A config as plain data for a job's hash: every field, those of LATER_KNOBS only when set."""
+    spec = dataclasses.asdict(config)
+    return {k: v for k, v in spec.items() if k not in LATER_KNOBS or v != LATER_KNOBS[k]}
 
 
 def field_names(cls) -> set[str]:

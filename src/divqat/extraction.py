@@ -9,11 +9,11 @@ import torch
 from torch import Tensor, nn
 
 from divqat import artifacts, metrics
-from divqat.attacks import Thief, get_attack
+from divqat.attacks import Thief, create_attack
 from divqat.blackbox import BlackBoxVictim, defend, load_backend
 from divqat.blackbox.victim import Backend
 from divqat.configs import AttackConfig
-from divqat.data import Splits, load_splits
+from divqat.data import ImageSet, Splits, load_splits
 from divqat.data.pools import query_pool, with_in_distribution
 from divqat.defenses import Defense
 from divqat.defenses.watermark import Record
@@ -35,39 +35,85 @@ def steal(
     data_root: Path | None = None,
     progress: Progress | None = None,
     record: Record | None = None,
+    surrogate: nn.Module | None = None,
 ) -> tuple[nn.Module, dict]:
-    """The theft, in memory: the thief queries `answer` (behind `defenses`, within the budget)
-    from `pool` (images; default: the config's named pool) and trains its surrogate; the
-    test-set metrics compare it with `reference` (default `answer`; a served victim's own copy,
-    so that measuring spends no key's queries). Returns the surrogate and the measurements.
-    The attack sees the victim's oracle and the pool's images, never their labels. A watermark
-    among the defenses records what it told this thief in `record` (when given)."""
+    """The theft and its measurement, as `divqat attack` and grids run it: the defenses are fit
+    on the victim's data, the thief queries `answer` (behind `defenses`, within the budget) from
+    `pool` (images; default: the config's named pool) and trains its surrogate (`extract`); the
+    test set then measures it against `reference` (default `answer`; a served victim's own copy,
+    so that measuring spends no key's queries: `evaluate`). Returns the surrogate and the
+    measurements. A watermark among the defenses records what it told this thief in `record`."""
     reference = reference or answer
     for defense in defenses:
         defense.fit(reference, splits)
+    pool = thief_pool(config, splits, pool, data_root)
+    record = Record() if record is None else record
+    stolen, books = extract(answer, config, pool, splits.input_shape, splits.num_classes, defenses=defenses,
+                            surrogate=surrogate, progress=progress, record=record)  # fmt: skip
+    measured = evaluate(stolen, splits.test, reference, defenses)
+    return stolen, {
+        **dataclasses.asdict(config),
+        "defenses": [{"name": d.name, **d.params()} for d in defenses],
+        **books,
+        **measured,
+        **verified(stolen, record),
+    }
+
+
+def thief_pool(config: AttackConfig, splits: Splits, pool: Tensor | None = None, data_root: Path | None = None):
+    """The images the thief queries from: `pool`, or the config's named pool (none for DFME),
+    with the config's in-distribution seeds mixed in."""
     if pool is None and config.attack != "dfme":
         pool = query_pool(config.pool, splits, data_root).images
     if pool is not None and config.in_seeds:
         pool = with_in_distribution(pool, splits.thief_pool, config.in_seeds, config.seed)
+    return pool
+
+
+def extract(
+    answer: Backend,
+    config: AttackConfig,
+    pool: Tensor | None,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    defenses: Sequence[Defense] = (),
+    surrogate: nn.Module | None = None,
+    progress: Progress | None = None,
+    record: Record | None = None,
+) -> tuple[nn.Module, dict]:
+    """The theft alone: the config's attack (with its params) asks `answer` behind `defenses`
+    (already fit) within the budget, from `pool` (unlabelled images; None for data-free
+    attacks), and trains its surrogate - a copy of `surrogate` when given (raw [0, 1] pixels
+    in), else the config's architecture. Returns it and the books: queries spent, seconds."""
     victim = BlackBoxVictim(answer, config.budget, defenses, record)
     generator = torch.Generator().manual_seed(config.seed)
-    thief = Thief(config, pool, splits.input_shape, splits.num_classes, generator, progress)
+    thief = Thief(config, pool, input_shape, num_classes, generator, progress, surrogate)
     start = time.perf_counter()
-    surrogate = get_attack(config.attack)(victim.oracle(), thief)
-    seconds = time.perf_counter() - start
-
-    test = splits.test
-    clean = reference(test.images)
-    defended = defend(clean, test.images, defenses)
-    stolen = predict_proba(surrogate, test.images)
-    victim_accuracy = metrics.accuracy(clean, test.labels)
-    surrogate_accuracy = metrics.accuracy(stolen, test.labels)
-    proof = verified(surrogate, victim.record)
-    return surrogate, {
-        **dataclasses.asdict(config),
-        "defenses": [{"name": d.name, **d.params()} for d in defenses],
+    stolen = create_attack(config.attack, config.params).steal(victim.oracle(), thief)
+    return stolen, {
         "queries": victim.queries,
         "watermarked_answers": len(victim.record),
+        "attack_seconds": time.perf_counter() - start,
+        "answer_seconds_per_query": victim.seconds / max(victim.queries, 1),
+    }
+
+
+def evaluate(
+    surrogate: nn.Module, test: ImageSet, reference: Backend | None = None, defenses: Sequence[Defense] = ()
+) -> dict:
+    """A clone measured on a labelled test set: its accuracy; with the victim's answers
+    (`reference`, asked outside any budget), also the victim's plain and defended accuracy,
+    the defenses' cost (L1, KL), the clone's agreement with the victim (fidelity) and the
+    extraction ratio."""
+    stolen = predict_proba(surrogate, test.images)
+    surrogate_accuracy = metrics.accuracy(stolen, test.labels)
+    if reference is None:
+        return {"surrogate_accuracy": surrogate_accuracy}
+    clean = reference(test.images)
+    defended = defend(clean, test.images, defenses)
+    victim_accuracy = metrics.accuracy(clean, test.labels)
+    return {
         "victim_accuracy": victim_accuracy,
         "defended_accuracy": metrics.accuracy(defended, test.labels),
         "defense_l1": (defended - clean).abs().sum(-1).mean().item(),
@@ -75,9 +121,6 @@ def steal(
         "surrogate_accuracy": surrogate_accuracy,
         "fidelity": metrics.agreement(stolen, clean),
         "extraction_ratio": surrogate_accuracy / victim_accuracy,
-        "attack_seconds": seconds,
-        "answer_seconds_per_query": victim.seconds / max(victim.queries, 1),
-        **proof,
     }
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from divqat import metrics
-from divqat.attacks import Thief, get_attack
+from divqat.attacks import Thief, create_attack
 from divqat.blackbox import BlackBoxVictim
 from divqat.configs import AttackConfig, VictimConfig
 from divqat.data.pools import with_in_distribution
@@ -34,7 +34,7 @@ def steal(victim_model, splits, pool=None, **options):
         return predict_proba(victim_model, images)
 
     victim = BlackBoxVictim(answer, thief.config.budget)
-    surrogate = get_attack("knockoff")(victim.oracle(), thief)
+    surrogate = create_attack("knockoff").steal(victim.oracle(), thief)
     assert victim.queries == sum(asked) <= thief.config.budget
     return metrics.accuracy(predict_proba(surrogate, splits.test.images), splits.test.labels), victim
 

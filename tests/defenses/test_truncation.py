@@ -64,7 +64,7 @@ def test_top_k_with_k_at_least_classes_is_identity():
         ("blur", {}, "unknown defense"),
         ("top-k", {"kk": "1"}, "no parameter 'kk'"),
         ("top-k", {"k": "0"}, "k must be in"),
-        ("rounding", {"decimals": "two"}, "is not a int"),
+        ("rounding", {"decimals": "two"}, "is not an int"),
     ],
 )
 def test_bad_defense_inputs(name, params, match):

@@ -4,9 +4,11 @@ with ART 1.20's own code against divqat's oracle, training a divqat surrogate th
 PyTorchClassifier. ART draws its queries without replacement, so a pool smaller than the budget
 is first grown with augmented copies, as divqat's `knockoff` does."""
 
+from dataclasses import dataclass
+
 import torch
 
-from divqat.attacks.base import Thief, register_attack
+from divqat.attacks.base import Attack, Thief, register_attack
 from divqat.blackbox.victim import Oracle
 from divqat.data.augment import sample_with_augmentation
 from divqat.interop.art import black_box, thieved_classifier
@@ -24,22 +26,26 @@ def art_extract(victim: Oracle, thief: Thief, make_attack):
 
 
 @register_attack("art-knockoff")
-def art_knockoff(victim: Oracle, thief: Thief):
-    from art.attacks.extraction import KnockoffNets
+@dataclass(frozen=True)
+class ArtKnockoff(Attack):
+    def steal(self, victim: Oracle, thief: Thief):
+        from art.attacks.extraction import KnockoffNets
 
-    c = thief.config
-    return art_extract(victim, thief, lambda box: KnockoffNets(
-        box, batch_size_fit=c.batch_size, batch_size_query=512, nb_epochs=c.epochs, nb_stolen=c.budget,
-        sampling_strategy="random", use_probability=c.labels == "soft", verbose=False,
-    ))  # fmt: skip
+        c = thief.config
+        return art_extract(victim, thief, lambda box: KnockoffNets(
+            box, batch_size_fit=c.batch_size, batch_size_query=512, nb_epochs=c.epochs, nb_stolen=c.budget,
+            sampling_strategy="random", use_probability=c.labels == "soft", verbose=False,
+        ))  # fmt: skip
 
 
 @register_attack("art-copycat")
-def art_copycat(victim: Oracle, thief: Thief):
-    from art.attacks.extraction import CopycatCNN
+@dataclass(frozen=True)
+class ArtCopycat(Attack):
+    def steal(self, victim: Oracle, thief: Thief):
+        from art.attacks.extraction import CopycatCNN
 
-    c = thief.config
-    return art_extract(victim, thief, lambda box: CopycatCNN(
-        box, batch_size_fit=c.batch_size, batch_size_query=512, nb_epochs=c.epochs, nb_stolen=c.budget,
-        use_probability=False,
-    ))  # fmt: skip
+        c = thief.config
+        return art_extract(victim, thief, lambda box: CopycatCNN(
+            box, batch_size_fit=c.batch_size, batch_size_query=512, nb_epochs=c.epochs, nb_stolen=c.budget,
+            use_probability=False,
+        ))  # fmt: skip

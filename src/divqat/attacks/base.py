@@ -1,14 +1,20 @@
-"""What every attack shares: the thief's knowledge, and surrogate training.
+"""What every attack shares: the thief's knowledge, surrogate training, and the registry.
 
-An attack is `attack(victim, thief) -> surrogate`: `victim` is an `Oracle` (`query`, `remaining`
-and nothing else), `thief` what the thief knows - its settings (an AttackConfig,
-divqat/configs.py), the input shape and the number of classes (the API's output length), its
-own query pool as unlabelled images, and a generator. It trains its surrogate with the same
-loop as the victims.
+An attack is a registered dataclass of its own parameters (JBDA's step, DFME's learning
+rates...) with `steal(victim, thief) -> surrogate`: `victim` is an `Oracle` (`query`,
+`remaining` and nothing else), `thief` what the thief knows - its settings (an AttackConfig,
+divqat/configs.py, whose `params` are the attack's parameters), the input shape and the number
+of classes (the API's output length), its own query pool as unlabelled images, a generator, and
+optionally a surrogate module of the user's own. It trains its surrogate with the same loop as
+the victims. A plain function `attack(victim, thief, **params)` registers too: its keyword
+parameters, typed by their defaults, become the attack's parameters.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +25,7 @@ from divqat.data.augment import random_affine
 from divqat.device import default_device
 from divqat.errors import DivqatError
 from divqat.models import create_model
-from divqat.registry import Registry
+from divqat.registry import Registry, typed_params
 from divqat.train.loop import Progress, TrainConfig, fit
 from divqat.train.losses import cross_entropy
 
@@ -35,6 +41,7 @@ class Thief:
     num_classes: int
     generator: torch.Generator
     progress: Progress | None = None
+    surrogate: nn.Module | None = None  # the user's own (raw [0, 1] pixels in); else config.surrogate is built
 
     def targets(self, probs: Tensor) -> Tensor:
         """What the thief trains on: the probabilities, or (hard) only their argmax."""
@@ -87,7 +94,11 @@ class Thief:
         return data
 
     def new_surrogate(self, inputs: Tensor) -> nn.Module:
-        """A fresh surrogate, normalised by the statistics of the thief's own queries."""
+        """A fresh surrogate: a copy of the user's module as it was handed in (each call starts
+        from its initial weights), or the config's architecture normalised by the statistics of
+        the thief's own queries."""
+        if self.surrogate is not None:
+            return copy.deepcopy(self.surrogate)
         mean = inputs.mean(dim=(0, 2, 3)).tolist()
         std = inputs.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
         return create_model(
@@ -98,7 +109,7 @@ class Thief:
         torch.manual_seed(self.config.seed)
         model = (model or self.new_surrogate(inputs)).to(default_device())
         c = self.config
-        run = TrainConfig(epochs or c.epochs, c.batch_size, c.lr, seed=c.seed, channels_last=True)
+        run = TrainConfig(epochs or c.epochs, c.batch_size, c.lr, schedule=c.schedule, seed=c.seed, channels_last=True)
         augment = self.augmentation() if c.augment else None
         data = self.training_data(inputs, probs)
         fit(model, data, cross_entropy, run, label="surrogate", progress=self.progress, transform=augment)
@@ -110,6 +121,57 @@ class Thief:
         return lambda images: random_affine(images.cpu(), g).to(images.device)
 
 
-ATTACKS = Registry("attack")  # name -> attack(victim: Oracle, thief: Thief) -> trained surrogate
-register_attack = ATTACKS.register
-get_attack = ATTACKS.lookup
+class Attack:
+    """Base: subclasses are dataclasses of the attack's parameters and implement `steal`."""
+
+    name = "none"
+
+    def steal(self, victim, thief: Thief) -> nn.Module:
+        raise NotImplementedError
+
+    def params(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+
+ATTACKS = Registry("attack")  # name -> Attack subclass
+
+
+def register_attack(name: str):
+    """Decorator over an Attack dataclass, or over a function `attack(victim, thief, **params)`."""
+
+    def wrap(entry):
+        cls = entry if isinstance(entry, type) else function_attack(entry)
+        cls.name = name
+        ATTACKS.register(name)(cls)
+        return entry
+
+    return wrap
+
+
+def function_attack(function) -> type[Attack]:
+    """An Attack dataclass whose fields are `function`'s keyword parameters (typed by their defaults)."""
+    own = list(inspect.signature(function).parameters.values())[2:]
+    if any(p.default is inspect.Parameter.empty for p in own):
+        raise ValueError(f"attack {function.__name__}: every parameter past (victim, thief) needs a default")
+    fields = [(p.name, type(p.default), dataclasses.field(default=p.default)) for p in own]
+    cls = dataclasses.make_dataclass(function.__name__, fields, bases=(Attack,), frozen=True)
+    cls.steal = lambda self, victim, thief: function(victim, thief, **self.params())
+    cls.__doc__ = function.__doc__ or inspect.getmodule(function).__doc__
+    return cls
+
+
+def positive(attack: Attack, *names: str) -> None:
+    for name in names:
+        value = getattr(attack, name)
+        if not value > 0:
+            raise DivqatError(f"attack {attack.name!r}: {name} must be > 0, got {value}")
+
+
+def create_attack(name: str, params: dict | None = None) -> Attack:
+    """An attack from its name and parameters (strings from the CLI, or values)."""
+    cls = ATTACKS.lookup(name)
+    return cls(**typed_params(cls, params, f"attack {name!r}"))
+
+
+def get_attack(name: str) -> type[Attack]:
+    return ATTACKS.lookup(name)

@@ -7,20 +7,26 @@ top-2 probability), diversity (how far the answers are from the running mean ans
 online surrogate's loss on the answers; each reward is standardised by its running statistics.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
-from divqat.attacks.base import Thief, register_attack
+from divqat.attacks.base import Attack, Thief, positive, register_attack
 from divqat.blackbox.victim import Oracle
 from divqat.data.augment import random_affine, sample_with_augmentation
 from divqat.train.loop import set_mode
 
 
 @register_attack("knockoff")
-def knockoff_random(victim: Oracle, thief: Thief):
-    inputs = sample_with_augmentation(thief.pool, thief.config.budget // thief.queries_per_image, thief.generator)
-    return thief.train_surrogate(inputs, thief.query(victim, inputs))
+@dataclass(frozen=True)
+class KnockoffRandom(Attack):
+    """KnockoffNets with random sampling: the budget's worth of pool images, asked once each."""
+
+    def steal(self, victim: Oracle, thief: Thief):
+        inputs = sample_with_augmentation(thief.pool, thief.config.budget // thief.queries_per_image, thief.generator)
+        return thief.train_surrogate(inputs, thief.query(victim, inputs))
 
 
 def cluster_pool(images: torch.Tensor, clusters: int, seed: int) -> list[torch.Tensor]:
@@ -62,40 +68,52 @@ class Standardizer:
 
 
 @register_attack("knockoff-adaptive")
-def knockoff_adaptive(victim: Oracle, thief: Thief, clusters: int = 20, round_size: int = 64, step: float = 0.5):
-    pool, g = thief.pool, thief.generator
-    arms = cluster_pool(pool, min(clusters, len(pool)), thief.config.seed)
-    preferences = torch.zeros(len(arms))
-    baseline, rounds = 0.0, 0
-    scale = {"certainty": Standardizer(), "diversity": Standardizer(), "loss": Standardizer()}
-    surrogate = thief.new_surrogate(pool[torch.randperm(len(pool), generator=g)[:1024]])
-    optimizer = torch.optim.Adam(surrogate.parameters(), lr=thief.config.lr)
-    queues = [ArmQueue(members, g) for members in arms]
-    inputs, answers, mean_answer = [], [], None
-    while victim.remaining > 0:
-        policy = torch.softmax(preferences, 0)
-        arm = int(torch.multinomial(policy, 1, generator=g))
-        pick, fresh = queues[arm].take(min(round_size, victim.remaining))
-        x = pool[pick] if fresh else random_affine(pool[pick], g)  # used-up cluster: new views
-        y = victim.query(x)
-        inputs.append(x)
-        answers.append(y)
+@dataclass(frozen=True)
+class KnockoffAdaptive(Attack):
+    """KnockoffNets' adaptive strategy: a gradient bandit over `clusters` k-means clusters of the
+    pool, `round_size` queries a round, policy step `step`."""
 
-        top2 = y.topk(2, -1).values
-        certainty = (top2[:, 0] - top2[:, 1]).mean().item()
-        mean_answer = y.mean(0) if mean_answer is None else 0.9 * mean_answer + 0.1 * y.mean(0)
-        diversity = (y - mean_answer).clamp_min(0).sum(-1).mean().item()
-        set_mode(surrogate, train=True)
-        loss = F.cross_entropy(surrogate(x), thief.targets(y))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        reward = sum(
-            scale[k](v) for k, v in (("certainty", certainty), ("diversity", diversity), ("loss", loss.item()))
-        )
+    clusters: int = 20
+    round_size: int = 64
+    step: float = 0.5
 
-        rounds += 1
-        baseline += (reward - baseline) / rounds
-        onehot = F.one_hot(torch.tensor(arm), len(arms)).float()
-        preferences += step * (reward - baseline) * (onehot - policy)
-    return thief.train_surrogate(torch.cat(inputs), torch.cat(answers))
+    def __post_init__(self):
+        positive(self, "clusters", "round_size", "step")
+
+    def steal(self, victim: Oracle, thief: Thief):
+        pool, g = thief.pool, thief.generator
+        arms = cluster_pool(pool, min(self.clusters, len(pool)), thief.config.seed)
+        preferences = torch.zeros(len(arms))
+        baseline, rounds = 0.0, 0
+        scale = {"certainty": Standardizer(), "diversity": Standardizer(), "loss": Standardizer()}
+        surrogate = thief.new_surrogate(pool[torch.randperm(len(pool), generator=g)[:1024]])
+        optimizer = torch.optim.Adam(surrogate.parameters(), lr=thief.config.lr)
+        queues = [ArmQueue(members, g) for members in arms]
+        inputs, answers, mean_answer = [], [], None
+        while victim.remaining > 0:
+            policy = torch.softmax(preferences, 0)
+            arm = int(torch.multinomial(policy, 1, generator=g))
+            pick, fresh = queues[arm].take(min(self.round_size, victim.remaining))
+            x = pool[pick] if fresh else random_affine(pool[pick], g)  # used-up cluster: new views
+            y = victim.query(x)
+            inputs.append(x)
+            answers.append(y)
+
+            top2 = y.topk(2, -1).values
+            certainty = (top2[:, 0] - top2[:, 1]).mean().item()
+            mean_answer = y.mean(0) if mean_answer is None else 0.9 * mean_answer + 0.1 * y.mean(0)
+            diversity = (y - mean_answer).clamp_min(0).sum(-1).mean().item()
+            set_mode(surrogate, train=True)
+            loss = F.cross_entropy(surrogate(x), thief.targets(y))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            reward = sum(
+                scale[k](v) for k, v in (("certainty", certainty), ("diversity", diversity), ("loss", loss.item()))
+            )
+
+            rounds += 1
+            baseline += (reward - baseline) / rounds
+            onehot = F.one_hot(torch.tensor(arm), len(arms)).float()
+            preferences += self.step * (reward - baseline) * (onehot - policy)
+        return thief.train_surrogate(torch.cat(inputs), torch.cat(answers))

@@ -27,6 +27,8 @@ def unit(v: Tensor) -> Tensor:
 @register_defense("mad")
 @dataclass
 class MAD(Defense):
+    needs_data = True  # fit trains a model of its own on the victim's training data
+    uses_images = True
     epsilon: float = 0.5
     keep_argmax: bool = True
     surrogate_model: str = "lenet5"  # f_A: the defender's stand-in for the attacker's model

@@ -22,6 +22,8 @@ def misinformation_loss(logits: Tensor, batch: dict[str, Tensor], progress: floa
 @register_defense("adaptive-misinformation")
 @dataclass
 class AdaptiveMisinformation(Defense):
+    needs_data = True  # fit trains a model of its own on the victim's training data
+    uses_images = True
     tau: float = 0.5
     nu: float = 1000.0
     model: str = "lenet5"

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from divqat.errors import DivqatError
-from divqat.registry import Registry
+from divqat.registry import Registry, typed_params
 
 DEFENSES = Registry("defense")
 
@@ -29,6 +29,8 @@ class Defense:
 
     name = "none"
     keeps_argmax = False  # promised by the defense: the top-1 class is never changed
+    needs_data = False  # `fit` trains on the victim's data (the splits) before the first answer
+    uses_images = False  # `perturb` looks at the queried images, not only at the probabilities
 
     def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
         raise NotImplementedError
@@ -49,30 +51,10 @@ def create_defense(name: str, params: dict[str, str | float] | None = None, seed
     """A defense from its name and parameters given as strings (from the CLI) or numbers;
     `seed` seeds the defenses that draw random numbers or train a model, and is ignored by the rest."""
     cls = DEFENSES.lookup(name)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in (params or {}).items():
-        if key not in fields:
-            known = ", ".join(fields) or "none"
-            raise DivqatError(f"defense {name!r} has no parameter {key!r} (parameters: {known})")
-        kind = type(fields[key].default)
-        try:
-            kwargs[key] = parse_bool(value) if kind is bool else kind(value)
-        except (TypeError, ValueError):
-            raise DivqatError(f"defense {name!r}: {key}={value!r} is not a {kind.__name__}") from None
-    if seed is not None and "seed" in fields and "seed" not in kwargs:
+    kwargs = typed_params(cls, params, f"defense {name!r}")
+    if seed is not None and "seed" in {f.name for f in dataclasses.fields(cls)} and "seed" not in kwargs:
         kwargs["seed"] = seed
     return cls(**kwargs)
-
-
-def parse_bool(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(value).lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(value)
 
 
 def check_range(defense, key: str, low: float, high: float) -> None:

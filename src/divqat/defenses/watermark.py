@@ -72,6 +72,7 @@ class Marks:
 @register_defense("watermark")
 @dataclass
 class Watermark(Defense):
+    uses_images = True  # the mark is keyed by the image's coarse form
     rate: float = 0.005
     secret_file: str = ""
     _key: bytes = field(init=False, repr=False, default=b"")

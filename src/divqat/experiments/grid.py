@@ -8,7 +8,7 @@ configs (experiments/jobs.py), so the undefended attack of a defense sweep is th
 import dataclasses
 import json
 
-from divqat.configs import AttackConfig, VictimConfig
+from divqat.configs import AttackConfig, VictimConfig, hashed_spec
 from divqat.experiments.config import Experiment
 from divqat.experiments.jobs import Job, make_job
 
@@ -46,7 +46,7 @@ def attack_job(victim: Job, config: AttackConfig, defense: dict | None, name: st
         "defense_value": defense["value"] if defense else 0.0,
         "defense_params": json.dumps(defense["params"], sort_keys=True) if defense else None,
     }
-    spec = {"attack": dataclasses.asdict(config), "defense": defense}
+    spec = {"attack": hashed_spec(config), "defense": defense}
     return make_job("attack", labels, spec, (victim,))
 
 

@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from divqat.configs import AttackConfig, DivQATConfig, VictimConfig, thief_fields  # noqa: E402
+from divqat.configs import LATER_KNOBS, AttackConfig, DivQATConfig, VictimConfig, thief_fields  # noqa: E402
 from divqat.errors import DivqatError  # noqa: E402
 from divqat.experiments.jobs import INDEX  # noqa: E402
 from divqat.files import METRICS, RESULT, read_json  # noqa: E402
@@ -94,7 +94,8 @@ def tidy_rows(out: Path) -> list[dict]:
         if level == "attack":
             victim = victim_specs.get((entry.get("needs") or [None])[0], {})
             row |= victim_columns(victim)
-            row |= {f"attack.{k}": v for k, v in entry["spec"]["attack"].items()}
+            attack = {**LATER_KNOBS, **entry["spec"]["attack"]}  # a hash leaves out the later knobs' defaults
+            row |= {f"attack.{k}": json.dumps(v) if isinstance(v, dict) else v for k, v in attack.items()}
             defense = entry["spec"]["defense"] or {}
             row |= {f"defense.{k}": v for k, v in (defense.get("params") or {}).items()}
             own = {f.name for f in dataclasses.fields(AttackConfig)} | {"defenses"}

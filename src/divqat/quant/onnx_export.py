@@ -55,6 +55,15 @@ class OnnxModel:
             raise DivqatError(f"{path}: not a valid ONNX model ({str(e).splitlines()[0][:200]})") from None
         self.input_name = self.session.get_inputs()[0].name
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One image's shape (C, H, W), as the file declares it."""
+        return tuple(self.session.get_inputs()[0].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return self.session.get_outputs()[0].shape[-1]
+
     def predict_proba(self, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         out = [
             self.session.run(None, {self.input_name: images[i : i + batch_size].numpy()})[0]
