@@ -64,3 +64,22 @@ def test_arts_attacks_are_divqat_attacks(victim, tiny_splits, attack, labels):
     surrogate, result = steal(victim.predict_proba, tiny_splits, config)
     assert result["queries"] == 256 and result["surrogate_accuracy"] > 0.2
     assert isinstance(surrogate, torch.nn.Module)
+
+
+def test_divqat_defenses_are_art_postprocessors(victim, tiny_splits):
+    """A divqat defense in ART's own postprocessing_defences: ART's classifier answers exactly what
+    divqat's defense makes of the victim's answer; image-reading defenses are refused in one line."""
+    from art.estimators.classification import BlackBoxClassifier
+
+    from divqat.errors import DivqatError
+
+    defense = api.defense("reverse-sigmoid", beta=0.3)
+    predict = lambda x: victim.predict_proba(torch.from_numpy(x)).numpy()  # noqa: E731
+    box = BlackBoxClassifier(predict, (1, 28, 28), 10, clip_values=(0.0, 1.0),
+                             postprocessing_defences=[divqat_art.postprocessor(defense)])  # fmt: skip
+    images = tiny_splits.test.images[:32]
+    expected = defense(victim.predict_proba(images), images).numpy()
+    assert np.array_equal(box.predict(images.numpy()), expected)
+    assert not np.allclose(expected, predict(images.numpy()))
+    with pytest.raises(DivqatError, match="looks at the queried images"):
+        divqat_art.postprocessor(api.defense("mad"))

@@ -7,6 +7,10 @@
   `BlackBoxClassifier`, behind divqat's defenses, every query counted against the budget by
   divqat's own `BlackBoxVictim` (returned beside it: its `queries`, `remaining`); ART's
   extraction attacks (KnockoffNets, CopycatCNN) run against it unchanged.
+- `postprocessor(defense)`: a divqat defense (`divqat.api.defense("reverse-sigmoid", beta=0.2)`)
+  as an ART postprocessor, for `postprocessing_defences=[...]` of any ART classifier; defenses
+  that look at the queried images (MAD, misinformation, watermark) cannot be one, since ART
+  hands a postprocessor only the predictions: put those in `classifier(..., defenses=...)`.
 - `art-knockoff` and `art-copycat`: ART's attacks registered as divqat attacks
   (attacks/art.py), so a grid or `divqat attack` puts ART's thief beside divqat's own.
 """
@@ -57,3 +61,31 @@ def thieved_classifier(model: torch.nn.Module, input_shape, nb_classes: int, lr:
         model, loss=torch.nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=lr),
         input_shape=tuple(input_shape), nb_classes=nb_classes, clip_values=(0.0, 1.0), device_type="cpu",
     )  # fmt: skip
+
+
+def postprocessor(defense):
+    """`defense` (a divqat Defense that reads only the probabilities) as an ART Postprocessor."""
+    require_art()
+    from art.defences.postprocessor import Postprocessor
+
+    if defense.uses_images:
+        raise DivqatError(
+            f"defense {defense.name!r} looks at the queried images, which ART does not give a postprocessor: "
+            "use divqat.interop.art.classifier(victim, defenses=[...])"
+        )
+
+    class DivqatPostprocessor(Postprocessor):
+        params = list(defense.params())
+
+        def __init__(self):
+            super().__init__(is_fitted=True, apply_fit=False, apply_predict=True)
+            self.defense = defense
+
+        def __repr__(self) -> str:
+            return f"postprocessor({defense!r})"
+
+        def __call__(self, preds: np.ndarray) -> np.ndarray:
+            probs = torch.from_numpy(np.ascontiguousarray(preds, dtype=np.float32))
+            return self.defense(probs, None).numpy()
+
+    return DivqatPostprocessor()
