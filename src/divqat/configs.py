@@ -57,6 +57,18 @@ def in_registry(registry, name: str, value) -> None:
     need(value in registry, name, f"unknown {registry.kind} {value!r}; choose from {', '.join(sorted(registry))}")
 
 
+def in_registry_or_folder(registry, name: str, value) -> None:
+    """A registered name, or `folder:PATH` naming a directory of your own images."""
+    if not str(value).startswith("folder:"):
+        return in_registry(registry, name, value)
+    from divqat.data.folders import folder_path
+
+    try:
+        folder_path(value)
+    except DivqatError as e:
+        raise ConfigError(name, str(e)) from None
+
+
 def split_names(value) -> tuple[str, ...]:
     """'a,b' or a list of names, as given in YAML, on the command line or from Python."""
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -107,7 +119,7 @@ class VictimConfig(DivQATConfig):
     """Everything that determines a victim. Defaults: outlier-aware DivQAT of LeNet-5 on the
     embedded Fashion-MNIST, the setting measured to protect (docs/divqat.md)."""
 
-    dataset: str = knob("fashion-mnist", "Victim's dataset (divqat list: datasets).")
+    dataset: str = knob("fashion-mnist", "Victim's dataset (divqat list: datasets), or folder:PATH (train/, test/).")
     model: str = knob("lenet5", "Architecture from the model registry.")
     method: str = knob("divqat", "fp, ptq, qat or divqat.")
     weight_bits: int = knob(8, "Weight bits: 8 or 4.", names=("--bits",))
@@ -138,7 +150,7 @@ class VictimConfig(DivQATConfig):
         need(self.weight_bits in (4, 8), "weight_bits", f"must be 8 or 4, got {self.weight_bits}")
         need(self.activation_bits in (None, 7, 8), "activation_bits", f"must be 8 or 7, got {self.activation_bits}")
         if self.dataset != CUSTOM:
-            in_registry(DATASETS, "dataset", self.dataset)
+            in_registry_or_folder(DATASETS, "dataset", self.dataset)
         if self.model not in OWN_MODELS:
             in_registry(MODELS, "model", self.model)
 
@@ -198,7 +210,7 @@ class AttackConfig:
     params: dict[str, bool | int | float | str] = knob(
         dict, "The attack's own parameters, key=value, repeatable (divqat list: attacks).", flag="--attack-param"
     )
-    pool: str = knob("ood", "Query pool: in, ood, mixed, photos or validation.")
+    pool: str = knob("ood", "Query pool: in, ood, mixed, photos, validation, or folder:PATH (your own images).")
     budget: int = knob(10_000, "Queries the thief may make (--backend http: what the key has left).")
     labels: str = knob("soft", "soft: train on the probabilities; hard: on the top-1 labels only.")
     surrogate: str = knob("lenet5", "Surrogate architecture (cnn: the strongest thief we have).")
@@ -243,7 +255,7 @@ class AttackConfig:
         need(self.smoothing >= 1, "smoothing", f"must be >= 1, got {self.smoothing}")
         need(self.in_seeds >= 0, "in_seeds", f"must be >= 0, got {self.in_seeds}")
         need(0 <= self.consistency_noise < 1, "consistency_noise", f"must be in [0, 1), got {self.consistency_noise}")
-        in_registry(POOLS, "pool", self.pool)
+        in_registry_or_folder(POOLS, "pool", self.pool)
         in_registry(MODELS, "surrogate", self.surrogate)
 
 

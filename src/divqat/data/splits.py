@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from divqat.data.folders import is_folder, read_folder_dataset
 from divqat.data.imageset import ImageSet
 from divqat.data.locate import locate
 from divqat.data.registry import get_dataset
@@ -47,6 +48,10 @@ def split(
 
 
 def load_splits(name: str, data_root: Path | None = None) -> Splits:
+    """A registered dataset's splits, or those of your own images (`folder:PATH`, data/folders.py)."""
+    if is_folder(name):
+        train, test, classes = read_folder_dataset(name)
+        return split(train, test, name, len(classes))
     info = get_dataset(name)
     train, test = info.read(locate(info, data_root))
     return split(train, test, info.name, info.num_classes)

@@ -6,6 +6,7 @@ configs (experiments/jobs.py), so the undefended attack of a defense sweep is th
 """
 
 import dataclasses
+import functools
 import json
 
 from divqat.configs import AttackConfig, VictimConfig, hashed_spec
@@ -47,7 +48,15 @@ def attack_job(victim: Job, config: AttackConfig, defense: dict | None, name: st
         "defense_params": json.dumps(defense["params"], sort_keys=True) if defense else None,
     }
     spec = {"attack": hashed_spec(config), "defense": defense}
-    return make_job("attack", labels, spec, (victim,))
+    return make_job("attack", labels, spec, (victim,), data=folder_id(config.pool))
+
+
+@functools.cache  # one read of the folder per plan
+def folder_id(name: str) -> str | None:
+    """The fingerprint of a `folder:PATH` dataset or pool (data/folders.py); None for the rest."""
+    from divqat.data.folders import fingerprint, is_folder
+
+    return fingerprint(name) if is_folder(name) else None
 
 
 def defense_points(experiment: Experiment):
@@ -79,7 +88,9 @@ def expand(experiment: Experiment) -> list[Job]:
                 continue
             for name, _, config in experiment.victim_configs(entry, seed):
                 fp_spec = dataclasses.asdict(fp_config(config))
-                fp = make_job("fp", {"seed": seed, "victim": "fp", "form": "fp"}, fp_spec)
+                fp = make_job(
+                    "fp", {"seed": seed, "victim": "fp", "form": "fp"}, fp_spec, data=folder_id(config.dataset)
+                )
                 fps.setdefault(fp.key, fp)
                 if config.method == "fp":
                     victims[name] = fps[fp.key]

@@ -33,9 +33,12 @@ class Job:
         return f"{self.level}-{self.key}"
 
 
-def make_job(level: str, labels: dict, spec: dict, needs: tuple[Job, ...] = ()) -> Job:
+def make_job(level: str, labels: dict, spec: dict, needs: tuple[Job, ...] = (), data: str | None = None) -> Job:
+    """`data`: a fingerprint of the user's own image folder the job reads, hashed with it (and so
+    with every job that needs it): a changed folder is never a cached result."""
     keys = tuple(j.key for j in needs)
-    blob = json.dumps({"level": level, "spec": spec, "needs": keys}, sort_keys=True)
+    material = {"level": level, "spec": spec, "needs": keys} | ({"data": data} if data else {})
+    blob = json.dumps(material, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()[:16]
     return Job(level, key, labels, spec, keys, tuple(j.directory for j in needs))
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from divqat.data.folders import is_folder, read_folder_pool
 from divqat.data.imageset import ImageSet
 from divqat.data.splits import Splits
 from divqat.errors import DivqatError
@@ -17,7 +18,10 @@ register_pool = POOLS.register
 
 
 def query_pool(name: str, splits: Splits, data_root: Path | None = None) -> ImageSet:
-    """The pool's images shaped like the victim's inputs; labels are -1 where they are no victim class."""
+    """The pool's images shaped like the victim's inputs; labels are -1 where they are no victim
+    class. `folder:PATH`: your own images (data/folders.py)."""
+    if is_folder(name):
+        return read_folder_pool(name, splits.input_shape)
     return POOLS.lookup(name)(splits, data_root)
 
 
