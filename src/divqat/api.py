@@ -25,22 +25,28 @@ import torch
 from torch import nn
 
 from divqat import files, pipeline
+from divqat.attacks import Attack, Thief, register_attack
 from divqat.blackbox import load_backend
 from divqat.blackbox.backends import as_backend
 from divqat.configs import OWN_MODELS, AttackConfig, attack_params, field_names, victim_config
-from divqat.data import ImageSet, Splits
-from divqat.data.pools import query_pool
+from divqat.data import ImageSet, Splits, register_dataset
+from divqat.data.outliers import register_outliers
+from divqat.data.pools import query_pool, register_pool
 from divqat.data.splits import THIEF_POOL_FRACTION, split
-from divqat.defenses import Defense, create_defense
+from divqat.defenses import Defense, create_defense, register_defense
 from divqat.defenses.watermark import Record
 from divqat.errors import DivqatError
 from divqat.extraction import evaluate as evaluate_clone
 from divqat.extraction import extract, thief_pool, verified
+from divqat.models import register_model
 from divqat.quant import OnnxModel
 
 __all__ = [
     "Extraction", "Victim", "attack", "dataset", "defense", "evaluate", "load", "remote", "steal", "train_victim",
     "verify",
+    # Your own entries, registered by name (from a plugin: `divqat --plugin FILE`, `plugins:` in a grid):
+    "Attack", "Defense", "Thief", "register_attack", "register_dataset", "register_defense", "register_model",
+    "register_outliers", "register_pool",
 ]  # fmt: skip
 
 
