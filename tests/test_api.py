@@ -114,3 +114,20 @@ def test_your_own_surrogate_and_the_attack_parameters(data):
     assert thief.books["queries"] == 150 and thief.config.params == {"round_epochs": 1, "seed_size": 50}
     with pytest.raises(DivqatError, match="has no parameter 'stepp'"):
         api.attack("jbda", stepp=0.2)
+
+
+def test_the_module_docstring_example_runs(data, tmp_path, monkeypatch):
+    """api.py's own example, with a tiny dataset, a small net and small budgets filled in."""
+    import re
+    import textwrap
+
+    code = textwrap.dedent(api.__doc__.split("\n\n", 1)[1].split("\n\n`train_victim`")[0])
+    code = code.replace('"runs/mine")', '"runs/mine", fp_epochs=1, epochs=1, batch_size=64)')
+    code = re.sub(r"budget=5000", "budget=64, epochs=1", code)
+    monkeypatch.chdir(tmp_path)
+    train, test = data.victim_train, data.test
+    scope = {"train_images": train.images, "train_labels": train.labels, "test_images": test.images,
+             "test_labels": test.labels, "MyNet": SmallNet}  # fmt: skip
+    exec(compile(code, "api.py", "exec"), scope)
+    assert scope["scores"]["victim_accuracy"] > 0.1 and scope["result"]["queries"] == 64
+    assert (tmp_path / "runs" / "mine" / "model.onnx").is_file()

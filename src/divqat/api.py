@@ -6,19 +6,21 @@
     data = api.dataset(train_images, train_labels, test_images, test_labels)  # float32 NCHW in [0, 1]
     victim = api.train_victim(MyNet(), data, "runs/mine")  # outlier-aware DivQAT; preset="paper": the paper's
     victim.predict_proba(test_images[:8]), victim.metrics, victim.onnx  # or victim = api.load("runs/mine")
-    result, surrogate = api.steal(victim, data, pool="photos", budget=5000, surrogate="cnn")
-    defended, _ = api.steal(victim, data, budget=5000, defenses=[api.defense("reverse-sigmoid", beta=0.2)])
+    thief = api.attack("knockoff", budget=5000, surrogate="cnn")  # AttackConfig fields, the attack's own
+    surrogate = thief.extract(victim, "photos", data=data)  # a pool's name, or your images
+    scores = api.evaluate(surrogate, data, victim=victim)  # accuracy, fidelity, extraction ratio
+    result, _ = api.steal(victim, data, budget=5000, defenses=[api.defense("reverse-sigmoid", beta=0.2)])
 
 `train_victim` runs FP training, QAT or DivQAT, int8 conversion and ONNX export exactly as
-`divqat train` does, writes the same run directory and returns it as a `Victim`; `steal` runs
-any registered attack against a victim in any form - a `Victim`, a run directory, an ONNX file,
-a served model (`api.remote(url, key)`) or any `images -> probabilities` callable - behind any
-chain of post-hoc defenses. A model passed as an
-`nn.Module` takes raw [0, 1] pixels (normalise inside it) and must be PT2E-exportable; register
-its builder with `divqat.models.register_model` to reload it by name later (`divqat --plugin`).
+`divqat train` does, writes the same run directory and returns it as a `Victim`. An attack
+(`attack`) steals from a victim in any form - a `Victim`, a run directory, an ONNX file, a
+served model (`remote(url, key)`) or any `images -> probabilities` callable - behind any chain
+of post-hoc defenses; `evaluate` measures what it took, apart; `steal` does both, as `divqat
+attack` does. A model passed as an `nn.Module` takes raw [0, 1] pixels (normalise inside it)
+and must be PT2E-exportable; register its builder with `register_model` to reload it by name
+later (`divqat --plugin`). Every registration hook is exported here.
 """
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -37,7 +39,8 @@ from divqat.defenses import Defense, create_defense, register_defense
 from divqat.defenses.watermark import Record
 from divqat.errors import DivqatError
 from divqat.extraction import evaluate as evaluate_clone
-from divqat.extraction import extract, thief_pool, verified
+from divqat.extraction import extract, thief_pool
+from divqat.extraction import steal as steal_and_measure
 from divqat.models import register_model
 from divqat.quant import OnnxModel
 
@@ -237,21 +240,17 @@ def steal(
     surrogate: nn.Module | None = None,
     **settings,
 ) -> tuple[dict, nn.Module]:
-    """Steal and measure in one call, as `divqat attack` does: `attack(**settings).extract(...)`
-    then `evaluate(...)` on the data's test set. Returns (the result.json of `divqat attack`,
+    """Steal and measure in one call, as `divqat attack` does: the attack's extract, then
+    evaluate on the data's test set. Returns (the result.json of `divqat attack`,
     the surrogate). `pool` names a registered query pool or gives the thief's own images."""
     if not isinstance(pool, str | torch.Tensor):
         raise DivqatError("pool is a pool name or a tensor of images")
     own = not isinstance(pool, str)
-    thief = attack(**{"pool": "ood" if own else pool, **settings})
+    config = attack(**{"pool": "ood" if own else pool, **settings}).config
     images = pool.float() if own else query_pool(pool, data).images
-    stolen = thief.extract(victim, images, surrogate=surrogate, defenses=defenses, data=data)
-    result = {
-        **dataclasses.asdict(thief.config),
-        "defenses": [{"name": d.name, **d.params()} for d in defenses],
-        **thief.books,
-        **evaluate(stolen, data, victim, defenses),
-        **verified(stolen, thief.record),
+    stolen, result = steal_and_measure(as_backend(victim), data, config, defenses=tuple(defenses), pool=images,
+                                       surrogate=surrogate)  # fmt: skip
+    result |= {
         "pool": "custom" if own else pool,
         "victim": str(victim) if isinstance(victim, str | Path | Victim) else type(victim).__name__,
     }

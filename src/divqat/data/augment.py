@@ -25,8 +25,13 @@ def random_affine(
 
 def sample_with_augmentation(images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """n images: a random order of the pool, then augmented copies once the pool is used up."""
+    return augmented_sample(images, n, generator)[1]
+
+
+def augmented_sample(images: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(which pool image each is, the n images) of `sample_with_augmentation`."""
     index = torch.cat([torch.randperm(len(images), generator=generator) for _ in range(-(-n // len(images)))])[:n]
     out = images[index].clone()
     if n > len(images):
         out[len(images) :] = random_affine(out[len(images) :], generator)
-    return out
+    return index, out
