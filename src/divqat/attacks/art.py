@@ -14,13 +14,18 @@ from divqat.data.augment import sample_with_augmentation
 from divqat.interop.art import black_box, thieved_classifier
 
 
-def art_extract(victim: Oracle, thief: Thief, make_attack):
+def art_extract(victim: Oracle, thief: Thief, attack_name: str, **options):
+    """ART's attack `attack_name` (of art.attacks.extraction) with the thief's recipe and `options`."""
+    from art.attacks import extraction
+
     c = thief.config
     torch.manual_seed(c.seed)
     inputs = sample_with_augmentation(thief.pool, c.budget, thief.generator)
     surrogate = thief.new_surrogate(inputs)
     stolen = thieved_classifier(surrogate, thief.input_shape, thief.num_classes, c.lr)
-    attack = make_attack(black_box(victim.query, thief.input_shape, thief.num_classes))
+    box = black_box(victim.query, thief.input_shape, thief.num_classes)
+    attack = getattr(extraction, attack_name)(box, batch_size_fit=c.batch_size, batch_size_query=512,
+                                              nb_epochs=c.epochs, nb_stolen=c.budget, **options)  # fmt: skip
     attack.extract(inputs.numpy(), thieved_classifier=stolen)
     return surrogate.eval()
 
@@ -29,23 +34,13 @@ def art_extract(victim: Oracle, thief: Thief, make_attack):
 @dataclass(frozen=True)
 class ArtKnockoff(Attack):
     def steal(self, victim: Oracle, thief: Thief):
-        from art.attacks.extraction import KnockoffNets
-
-        c = thief.config
-        return art_extract(victim, thief, lambda box: KnockoffNets(
-            box, batch_size_fit=c.batch_size, batch_size_query=512, nb_epochs=c.epochs, nb_stolen=c.budget,
-            sampling_strategy="random", use_probability=c.labels == "soft", verbose=False,
-        ))  # fmt: skip
+        soft = thief.config.labels == "soft"
+        return art_extract(victim, thief, "KnockoffNets", sampling_strategy="random", use_probability=soft,
+                           verbose=False)  # fmt: skip
 
 
 @register_attack("art-copycat")
 @dataclass(frozen=True)
 class ArtCopycat(Attack):
     def steal(self, victim: Oracle, thief: Thief):
-        from art.attacks.extraction import CopycatCNN
-
-        c = thief.config
-        return art_extract(victim, thief, lambda box: CopycatCNN(
-            box, batch_size_fit=c.batch_size, batch_size_query=512, nb_epochs=c.epochs, nb_stolen=c.budget,
-            use_probability=False,
-        ))  # fmt: skip
+        return art_extract(victim, thief, "CopycatCNN", use_probability=False)
