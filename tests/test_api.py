@@ -81,6 +81,10 @@ def check_every_form_of_a_victim(victim, data):
     with pytest.raises(DivqatError, match="a victim is"):
         api.steal(42, data, budget=1)
     assert victim.app(victim / "serve.db").title == "divqat victim"
+    key = "a-key-of-at-least-32-characters-here"
+    with victim.serve(victim.run_dir.parent / "served.db", port=0, background=True, keys={key: 100}) as served:
+        remote = api.remote(served.url, key)  # the served victim, its budget counted by the server
+        assert torch.equal(remote(images), expected) and remote.remaining == 100 - len(images)
 
 
 def test_bad_inputs_are_divqat_errors(data, tmp_path):

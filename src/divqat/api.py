@@ -97,12 +97,34 @@ class Victim:
 
     __call__ = predict_proba
 
-    def app(self, db: str | Path, defenses=(), **options):
+    def app(self, db: str | Path, defenses=(), *, keys=(), **options):
         """The FastAPI app `divqat serve` runs for this victim (serve/app.py's create_app
-        options: keys, limits, prada, rate, key_secret, ...); run it with uvicorn."""
+        options: limits, prada, rate, key_secret, ...); `keys`: {key: budget} (probability
+        answers) or the serve module's KeySpecs, declared in the key store `db` (SQLite file or
+        postgresql:// URL)."""
         from divqat.serve.app import create_app
+        from divqat.serve.keys import KeySpec
+        from divqat.wire import parse_output_mode
 
-        return create_app(self.run_dir, str(db), tuple(defenses), **options)
+        if isinstance(keys, dict):
+            keys = [KeySpec(k, int(budget), parse_output_mode("probabilities")) for k, budget in keys.items()]
+        return create_app(self.run_dir, str(db), tuple(defenses), keys=tuple(keys), **options)
+
+    def serve(self, db: str | Path, *, host: str = "127.0.0.1", port: int = 8000, background: bool = False,
+              defenses=(), keys=(), **options):  # fmt: skip
+        """Serve it as `divqat serve` does (one worker): until interrupted, or with
+        `background=True` from a thread, returning a handle with `url` and `stop()` (also a
+        context manager); port 0 picks a free one."""
+        from divqat.serve.cli import listen
+        from divqat.serve.worker import serve_in_thread
+
+        served = serve_in_thread(self.app(db, defenses, keys=keys, **options), listen(host, port))
+        if background:
+            return served
+        try:
+            served.thread.join()
+        finally:
+            served.stop()
 
 
 def load(run_dir: str | Path) -> Victim:

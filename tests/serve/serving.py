@@ -1,12 +1,9 @@
 """Helpers for the serving tests: real servers on free loopback ports, started and stopped here."""
 
 import socket
-import threading
-import time
 from contextlib import contextmanager
 
 import httpx
-import uvicorn
 
 from divqat.serve.keys import KeySpec
 from divqat.wire import parse_output_mode
@@ -27,22 +24,10 @@ def loopback_socket() -> socket.socket:
 def running(app, max_connections: int = 64):
     """uvicorn serving `app` in a thread on a free loopback port, configured as `divqat serve`
     configures it (the guarded protocol, limits, logging); yields the base URL."""
-    from divqat.serve.worker import uvicorn_config
+    from divqat.serve.worker import serve_in_thread
 
-    sock = loopback_socket()
-    server = uvicorn.Server(uvicorn_config(app, max_connections, access_log=True))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-        sock.close()
+    with serve_in_thread(app, loopback_socket(), max_connections=max_connections) as served:
+        yield served.url
 
 
 def client(url: str, key: str | None) -> httpx.Client:

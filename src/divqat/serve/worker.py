@@ -187,3 +187,44 @@ def read_dataset_name(run_dir: Path) -> str:
         return json.loads((run_dir / "config.json").read_text())["victim"]["dataset"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DivqatError(f"{run_dir}/config.json: cannot read the victim's dataset ({e})") from None
+
+
+class Served:
+    """A server running in a thread of this process (`serve_in_thread`): its `url`; `stop()`
+    (or leaving a `with` block) shuts it down and frees the port."""
+
+    def __init__(self, server, thread, listener: socket.socket, host: str):
+        self.server, self.thread, self.listener = server, thread, listener
+        port = listener.getsockname()[1]
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+        self.listener.close()
+
+    def __enter__(self) -> "Served":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def serve_in_thread(app, listener: socket.socket, *, max_connections: int = 256, access_log: bool = True) -> Served:
+    """`app` served as `divqat serve` serves it (the guarded protocol, limits, logging) from a
+    daemon thread on `listener`, once it accepts connections."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn_config(app, max_connections, access_log))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise DivqatError("the server did not start")
+        time.sleep(0.01)
+    return Served(server, thread, listener, listener.getsockname()[0])
