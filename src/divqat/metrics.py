@@ -21,3 +21,16 @@ def mean_kl(p: Tensor, q: Tensor, eps: float = 1e-12) -> float:
 
 def mean_max_prob(probs: Tensor) -> float:
     return probs.max(-1).values.mean().item()
+
+
+def expected_calibration_error(probs: Tensor, labels: Tensor, bins: int = 15) -> float:
+    """ECE (Guo et al., 2017): answers grouped by top-1 probability into `bins` equal-width bins
+    on (0, 1]; the mean over answers of |accuracy - mean confidence| of their bin."""
+    confidence, predicted = probs.double().max(-1)
+    correct = (predicted == labels).double()
+    which = (confidence * bins).ceil().clamp(1, bins).long() - 1  # (0, 1/bins] is bin 0
+    total = 0.0
+    for b in which.unique():
+        members = which == b
+        total += members.sum().item() * abs(correct[members].mean().item() - confidence[members].mean().item())
+    return total / len(labels)

@@ -18,7 +18,8 @@ def fitted(tiny_splits, tmp_path_factory):
     secret = tmp_path_factory.mktemp("wm") / "wm.key"
     secret.write_bytes(bytes(range(32)))
     params = {"mad": {"surrogate_epochs": 1}, "adaptive-misinformation": {"epochs": 1},
-              "watermark": {"rate": 0.3, "secret_file": str(secret)}}  # fmt: skip
+              "watermark": {"rate": 0.3, "secret_file": str(secret)},
+              "scramble": {"secret_file": str(secret)}}  # fmt: skip
     return {name: create_defense(name, params.get(name)).fit(None, tiny_splits) for name in DEFENSES}
 
 
@@ -51,6 +52,7 @@ def test_every_defense_gives_distributions_and_keeps_its_promise(fitted, logits,
         ("random-noise", {"epsilon": 0}),
         ("adaptive-misinformation", {"tau": 0}),
         ("top-k", {"k": 10}),
+        ("flatten", {"keep": 10}),
     ],
 )
 def test_zero_strength_is_the_identity(tiny_splits, name, params):

@@ -3,8 +3,8 @@ inputs is answered with a keyed wrong top-1, and the victim keeps a record of wh
 account, so that a clone trained on the answers can be proven stolen later (divqat/verify.py).
 
 Which inputs: a keyed hash (HMAC-SHA-256 with the server's secret) of a coarse, robust form of
-the image - its 7x7 average-pooled thumbnail projected on `PROJECTIONS` keyed random directions,
-each projection cut into steps of `STEP` - selects a fraction `rate` of such codes. Asking the
+the image - its 7x7 average-pooled thumbnail projected on 12 keyed random directions, each
+projection cut into steps of 0.25 (defenses/keyed.py) - selects a fraction `rate` of such codes. Asking the
 same picture again (from any key, after a restart) gives the same code, hence the same answer;
 images that look alike at that scale share a code, hence a mark. A deterministic code of a
 continuous image has boundaries, so noise can move it: measured on 20k Fashion-MNIST training
@@ -18,44 +18,20 @@ top-1 is m, and the same mark in the top-k and label modes. Given c, m is unifor
 other classes and independent of any model that never saw these answers: what makes the
 verification's null hypothesis exact.
 
-The secret is read from a file (at least 16 bytes; e.g. `head -c 32 /dev/urandom > runs/wm.key`)
-and never appears in an answer, a parameter list, a log or a result file: only its path does.
+The secret and the coarse code: defenses/keyed.py.
 """
 
 import hashlib
-import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from divqat.defenses.keyed import ImageKey
 from divqat.defenses.registry import Defense, check_range, register_defense
 from divqat.errors import DivqatError
-
-THUMBNAIL = 7  # the coarse form: a 7x7 average per channel
-PROJECTIONS = 12  # keyed random directions of the thumbnail
-STEP = 0.25  # each projection in steps of this (pixels in [0, 1]); noise must cross one to move a code
-MIN_SECRET_BYTES = 16
-
-
-def read_secret(path: str) -> bytes:
-    if not path:
-        raise DivqatError(
-            "defense 'watermark' needs a secret: secret_file=PATH, a file of at least 16 random bytes "
-            "(e.g. head -c 32 /dev/urandom > runs/wm.key)"
-        )
-    try:
-        secret = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DivqatError(f"defense 'watermark': secret file {path} does not exist") from None
-    except OSError as e:
-        raise DivqatError(f"defense 'watermark': cannot read the secret file {path} ({e.strerror or e})") from None
-    if len(secret) < MIN_SECRET_BYTES:
-        raise DivqatError(f"defense 'watermark': the secret in {path} is shorter than {MIN_SECRET_BYTES} bytes")
-    return secret
 
 
 @dataclass(frozen=True)
@@ -75,45 +51,28 @@ class Watermark(Defense):
     uses_images = True  # the mark is keyed by the image's coarse form
     rate: float = 0.005
     secret_file: str = ""
-    _key: bytes = field(init=False, repr=False, default=b"")
-    _directions: Tensor | None = field(init=False, repr=False, default=None)
+    _key: ImageKey | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self):
         check_range(self, "rate", 0.0, 0.5)
-        self._key = read_secret(self.secret_file)
+        self._key = ImageKey(self.secret_file, self.name)
 
     def fingerprint(self) -> str:
-        """Names the secret without revealing it (an HMAC of a constant): results made with
-        another secret are never taken for these."""
-        return hmac.new(self._key, b"divqat watermark id", hashlib.sha256).hexdigest()[:16]
+        return self._key.fingerprint(b"divqat watermark id")
 
     def __repr__(self) -> str:  # never the key
         return f"Watermark(rate={self.rate}, secret_file={self.secret_file!r})"
 
-    def directions(self, dim: int) -> Tensor:
-        """Unit directions drawn from a generator seeded by the key (the same in every process)."""
-        if self._directions is None or self._directions.shape[1] != dim:
-            seed = int.from_bytes(hmac.new(self._key, b"directions", hashlib.sha256).digest()[:8], "little")
-            d = torch.randn(PROJECTIONS, dim, generator=torch.Generator().manual_seed(seed >> 1), dtype=torch.float64)
-            self._directions = d / d.norm(dim=1, keepdim=True)
-        return self._directions
-
     def codes(self, images: Tensor) -> Tensor:
-        """(N, PROJECTIONS) integer cells of the images' coarse form."""
-        thumbs = F.adaptive_avg_pool2d(images.detach().cpu().double(), THUMBNAIL).flatten(1)
-        return torch.floor(thumbs @ self.directions(thumbs.shape[1]).T / STEP).long()
+        return self._key.codes(images)
 
     def select(self, probs: Tensor, images: Tensor) -> Marks:
-        cells = self.codes(images)
         top1 = probs.argmax(-1).cpu()
         k = probs.shape[-1]
         if k < 2:
             raise DivqatError("defense 'watermark' needs at least 2 classes")
-        chosen, digests, marks = [], [], []
-        for row in cells.numpy():
-            digest = hmac.new(self._key, row.astype("<i8").tobytes(), hashlib.sha256).digest()
-            chosen.append(int.from_bytes(digest[:8], "little") < self.rate * 2**64)
-            digests.append(digest)
+        digests = self._key.digests(images)
+        chosen = [int.from_bytes(digest[:8], "little") < self.rate * 2**64 for digest in digests]
         selected = torch.tensor(chosen, dtype=torch.bool)
         picked = [d for d, c in zip(digests, chosen, strict=True) if c]
         offsets = torch.tensor([int.from_bytes(d[8:16], "little") % (k - 1) for d in picked], dtype=torch.long)

@@ -70,11 +70,11 @@ def defense_points(experiment: Experiment):
 def secret_id(point: dict) -> dict:
     """A defense keyed by a secret file is keyed in the job's hash by the secret, not its path:
     replacing the file never reuses results made with the old secret."""
-    if point["name"] != "watermark":
+    if "secret_file" not in point["params"]:
         return {}
     from divqat.defenses import create_defense
 
-    return {"secret": create_defense("watermark", point["params"]).fingerprint()}
+    return {"secret": create_defense(point["name"], point["params"]).fingerprint()}
 
 
 def expand(experiment: Experiment) -> list[Job]:

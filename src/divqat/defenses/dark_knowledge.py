@@ -1,0 +1,84 @@
+"""Answers without dark knowledge: the top-`keep` classes and their probabilities exact, the rest
+of the mass told in a way that teaches a thief nothing about how the victim ranks them.
+
+A thief holding images of the task learns most from the soft answers to them (docs/divqat.md,
+"Thieves who hold in-distribution images"): the victim's ranking of the wrong classes. Both
+defenses keep what a benign client reads off an answer - the top-1 class and its probability,
+hence accuracy and calibration (expected calibration error) exactly - and remove the ranking:
+
+- `flatten`: the remaining mass shared equally by the other classes (no secret needed);
+- `scramble`: the other classes' probabilities permuted among them, the permutation drawn from
+  the image's keyed coarse code (defenses/keyed.py): the same picture gets the same answer from
+  any key, after any restart, so asking again reveals nothing; a thief learns a confident,
+  consistent and wrong ranking.
+
+What they cost: every probability past the top `keep` (a benign client's top-2 is no longer
+the victim's). Hand-computed: [0.6, 0.3, 0.1, 0.0] under flatten (keep 1) is
+[0.6, 0.1333, 0.1333, 0.1333].
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from divqat.defenses.keyed import ImageKey
+from divqat.defenses.registry import Defense, check_range, register_defense
+
+
+def split_top(probs: Tensor, keep: int) -> tuple[Tensor, Tensor]:
+    """(indices of the top `keep` classes, indices of the rest), each sorted by probability."""
+    order = probs.argsort(dim=-1, descending=True, stable=True)
+    return order[:, :keep], order[:, keep:]
+
+
+@register_defense("flatten")
+@dataclass
+class Flatten(Defense):
+    keep: int = 1
+    keeps_argmax = True
+
+    def __post_init__(self):
+        check_range(self, "keep", 1, 10_000)
+
+    def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
+        keep = min(self.keep, probs.shape[-1])
+        if keep == probs.shape[-1]:
+            return probs
+        top, rest = split_top(probs, keep)
+        share = (probs.gather(1, rest).sum(1, keepdim=True) / rest.shape[1]).expand_as(rest)
+        return probs.clone().scatter_(1, rest, share)
+
+
+@register_defense("scramble")
+@dataclass
+class Scramble(Defense):
+    keep: int = 1
+    secret_file: str = ""
+    keeps_argmax = True
+    uses_images = True  # the permutation is keyed by the image's coarse form
+    _key: ImageKey | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self):
+        check_range(self, "keep", 1, 10_000)
+        self._key = ImageKey(self.secret_file, self.name)
+
+    def fingerprint(self) -> str:
+        return self._key.fingerprint(b"divqat scramble id")
+
+    def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
+        keep = min(self.keep, probs.shape[-1])
+        if keep == probs.shape[-1]:
+            return probs
+        _, rest = split_top(probs, keep)
+        shuffled = torch.stack([
+            torch.from_numpy(np.random.default_rng(np.frombuffer(d, np.uint32)).permutation(rest.shape[1]))
+            for d in self._key.digests(images)
+        ]).to(probs.device)  # fmt: skip
+        # The class ranked i-th among the rest gets the probability of the one ranked shuffled[i]-th.
+        values = probs.gather(1, rest).gather(1, shuffled)
+        out = probs.clone().scatter_(1, rest, values)
+        tied = out.argmax(-1) != probs.argmax(-1)  # a class tied with the top-1 moved before it
+        out[tied] = probs[tied]
+        return out
