@@ -28,19 +28,24 @@ from divqat.data.augment import augmented_sample
 from divqat.train import predict_proba
 
 WHOLE = 10_000  # Fashion-MNIST's thief split, all of it: the grid's pool `in`
-NS = (0, 100, 300, 1000, 3000, WHOLE)
+NS = (0, 100, 300, 500, 1000, 3000, WHOLE)
 VICTIMS = {"qat": "QAT", "outlier": "outlier-aware"}
+DEFENSES = ("flatten", "scramble")  # the grid's answer-side candidates, both keeping the top-1
 
 
 def grid_results(grid: Path) -> list[dict]:
+    """One row per finished grid thief. A victim behind a defense is `qat+scramble`; the top-1
+    thief is not run against it, since a defense that keeps the top-1 gives that thief the same
+    labels: its undefended row is its row there too."""
     rows = []
     for path in sorted(grid.glob("jobs/attack-*/result.json")):
         r = json.loads(path.read_text())
-        n = WHOLE if r["pool"] == "in" else r["in_seeds"]
-        victim = "qat" if r["victim_method"] == "qat" else "outlier"
-        rows.append({"victim": victim, "n": n, "seed": r["seed"], "thief": thief_name(r),
-                     "accuracy": 100 * r["surrogate_accuracy"]})  # fmt: skip
-    return rows
+        victim = ("qat" if r["victim_method"] == "qat" else "outlier") + "".join(f"+{d['name']}" for d in r["defenses"])
+        rows.append({"victim": victim, "n": WHOLE if r["pool"] == "in" else r["in_seeds"], "seed": r["seed"],
+                     "thief": thief_name(r), "accuracy": 100 * r["surrogate_accuracy"]})  # fmt: skip
+    top1 = [r for r in rows if r["thief"] == "top-1"]
+    defended = {r["victim"] for r in rows if "+" in r["victim"]}
+    return rows + [{**r, "victim": v} for v in sorted(defended) for r in top1 if v.startswith(r["victim"] + "+")]
 
 
 def thief_name(r: dict) -> str:
@@ -93,23 +98,49 @@ def best_per_seed(rows, victim, n) -> dict[int, float]:
 
 def pm(values) -> str:
     values = list(values)
+    if not values:
+        return "-"
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
+def victims_of(rows) -> list[str]:
+    names = {r["victim"] for r in rows if r["victim"] != "baseline"}
+    order = [v + d for v in VICTIMS for d in ("", *(f"+{x}" for x in DEFENSES))]
+    return [v for v in order if v in names]
+
+
+def shown(victim: str) -> str:
+    base, *defense = victim.split("+")
+    return VICTIMS[base] + "".join(f" + {d}" for d in defense)
+
+
 def table(rows) -> str:
-    headers = ["N", "no-query baseline", "QAT: best thief", "QAT: gain", "outlier-aware: best thief",
-               "outlier-aware: gain", "outlier-aware - QAT"]  # fmt: skip
+    """Per N: the baseline, then per victim its best thief and its gain over the baseline."""
+    victims = victims_of(rows)
+    headers = ["N", "no-query baseline", *(f"{shown(v)}: best thief (gain)" for v in victims)]
     lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
     for n in NS:
-        base = best_per_seed(rows, "baseline", n)
-        cells = [f"{n:,}" + (" (whole split)" if n == WHOLE else ""), pm(base.values()) if base else "10.0 (chance)"]
-        best = {v: best_per_seed(rows, v, n) for v in VICTIMS}
-        for v in VICTIMS:
-            seeds = sorted(best[v])
-            cells.append(pm(best[v].values()))
-            cells.append(pm(best[v][s] - base.get(s, 10.0) for s in seeds))
-        cells.append(pm(best["outlier"][s] - best["qat"][s] for s in sorted(best["qat"])))
+        base = best_per_seed(rows, "baseline", n) if n else {s: 10.0 for s in range(100)}  # N = 0: chance
+        cells = [f"{n:,}" + (" (whole split)" if n == WHOLE else ""), pm(base.values()) if n else "10.0 (chance)"]
+        for v in victims:
+            best = best_per_seed(rows, v, n)
+            gain = pm(best[s] - base[s] for s in sorted(best) if s in base)
+            cells.append(f"{pm(best.values())} ({gain})" if best else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def deltas(rows) -> str:
+    """Each victim's best thief minus QAT's, paired by seed."""
+    victims = [v for v in victims_of(rows) if v != "qat"]
+    lines = ["| N | " + " | ".join(f"{shown(v)} - QAT" for v in victims) + " |", "|" + " --- |" * (len(victims) + 1)]
+    for n in NS:
+        qat = best_per_seed(rows, "qat", n)
+        cells = []
+        for v in victims:
+            best = best_per_seed(rows, v, n)
+            cells.append(pm(best[s] - qat[s] for s in sorted(best) if s in qat) if best and qat else "-")
+        lines.append(f"| {n:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -117,9 +148,9 @@ def thief_table(rows) -> str:
     thieves = sorted({r["thief"] for r in rows if r["victim"] != "baseline"})
     lines = ["| N | victim | " + " | ".join(thieves) + " |", "|" + " --- |" * (len(thieves) + 2)]
     for n in NS:
-        for v, name in VICTIMS.items():
+        for v in victims_of(rows):
             cells = [pm(r["accuracy"] for r in rows if (r["victim"], r["n"], r["thief"]) == (v, n, t)) for t in thieves]
-            lines.append(f"| {n:,} | {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {n:,} | {shown(v)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -129,16 +160,16 @@ def plot(rows, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = [max(n, 30) for n in NS]  # N = 0 drawn at the left edge of a log axis
-    for victim, label in (("qat", "QAT victim"), ("outlier", "outlier-aware DivQAT victim"), ("baseline", None)):
+    for victim in [*victims_of(rows), "baseline"]:
         means, stds = [], []
         for n in NS:
             values = list(best_per_seed(rows, victim, n).values()) or [10.0]
             means.append(statistics.mean(values))
             stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
-        label = label or "no query: its N images' true labels"
-        style = "--" if victim == "baseline" else "-"
+        label = "no query: its N images' true labels" if victim == "baseline" else f"{shown(victim)} victim"
+        style = "--" if victim == "baseline" else ":" if "+" in victim else "-"
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label, linestyle=style)
     ax.set_xscale("log")
     ax.set_xticks(xs, ["0"] + [f"{n:,}" for n in NS[1:]])
@@ -151,17 +182,53 @@ def plot(rows, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def benign_costs(grid: Path, data_root, secret: Path) -> str:
+    """What a benign client loses to each answer-side candidate, on the test set, per victim
+    (3 seeds): accuracy and ECE (kept by construction: the top-1 and its probability are
+    exact), top-2 accuracy (is the true class among the two largest answers?) and
+    KL(victim || served)."""
+    from divqat.blackbox import load_backend
+    from divqat.defenses import create_defense
+    from divqat.files import read_json
+
+    test = load_splits("fashion-mnist", data_root).test
+    chains = {"none": None, "flatten": create_defense("flatten"),
+              "scramble": create_defense("scramble", {"secret_file": str(secret)})}  # fmt: skip
+    measured: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+    for run in sorted(grid.glob("jobs/victim-*")):
+        victim = "qat" if read_json(run / "metrics.json")["method"] == "qat" else "outlier"
+        clean = load_backend(run, "onnx")(test.images)
+        for name, defense in chains.items():
+            served = clean if defense is None else defense(clean, test.images)
+            top2 = (served.topk(2, -1).indices == test.labels[:, None]).any(-1).float().mean().item()
+            measured.setdefault((victim, name), []).append((
+                100 * metrics.accuracy(served, test.labels), metrics.expected_calibration_error(served, test.labels),
+                100 * top2, metrics.mean_kl(clean, served),
+            ))  # fmt: skip
+    lines = ["| victim | answers | accuracy % | ECE | top-2 accuracy % | KL(victim ‖ served) |", "|" + " --- |" * 6]
+    for (victim, name), values in measured.items():
+        acc, ece, top2, kl = zip(*values, strict=True)
+        ece_pm = f"{statistics.mean(ece):.4f} ± {statistics.stdev(ece):.4f}"
+        lines.append(f"| {VICTIMS[victim]} | {name} | {pm(acc)} | {ece_pm} | {pm(top2)} | {max(statistics.mean(kl), 0.0):.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=Path, default=Path("runs/insiders"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=Path("docs/insiders.png"))
+    parser.add_argument("--secret", type=Path, default=Path("runs/watermark.key"), help="scramble's, as in the grid")
     args = parser.parse_args()
     rows = grid_results(args.grid) + baselines(args.grid, args.seeds, args.data_root)
     print(table(rows))
     print()
+    print(deltas(rows))
+    print()
     print(thief_table(rows))
+    print()
+    print(benign_costs(args.grid, args.data_root, args.secret))
     plot(rows, args.plot)
     print(f"\nplot: {args.plot}")
 
