@@ -24,7 +24,8 @@ from divqat import metrics
 from divqat.attacks import Thief
 from divqat.configs import AttackConfig
 from divqat.data import load_splits
-from divqat.data.augment import augmented_sample
+from divqat.data.augment import augmented_sample, random_affine
+from divqat.data.pools.registry import in_distribution_seeds
 from divqat.train import predict_proba
 
 WHOLE = 10_000  # Fashion-MNIST's thief split, all of it: the grid's pool `in`
@@ -57,9 +58,8 @@ def baseline(splits, n: int, seed: int, augment: bool) -> float:
     torch.set_num_threads(1)
     config = AttackConfig(attack="knockoff", budget=10_000, surrogate="cnn", epochs=10, schedule="constant",
                           augment=augment, seed=seed)  # fmt: skip
-    split = splits.thief_pool
-    chosen = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]  # = with_in_distribution
-    images, labels = split.images[chosen], split.labels[chosen]
+    held = in_distribution_seeds(splits.thief_pool, n, seed)  # the grid's thief of this seed holds these
+    images, labels = held.images, held.labels
     generator = torch.Generator().manual_seed(seed)
     index, inputs = augmented_sample(images, config.budget, generator)
     targets = torch.nn.functional.one_hot(labels[index], splits.num_classes).float()
@@ -182,35 +182,54 @@ def plot(rows, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def benign_shifts(images: torch.Tensor) -> torch.Tensor:
+    """The test images as a camera moves them: rotated up to 10 degrees, shifted up to 7 %, scaled
+    0.9-1.1, half of them mirrored, contrast 0.8-1.2 about each image's mean (fixed seed)."""
+    g = torch.Generator().manual_seed(0)
+    moved = random_affine(images, g, degrees=10.0, translate=0.07, scale=(0.9, 1.1))
+    flip = torch.rand(len(images), generator=g) < 0.5
+    moved[flip] = moved[flip].flip(-1)
+    contrast = 0.8 + 0.4 * torch.rand(len(images), 1, 1, 1, generator=g)
+    mean = moved.mean(dim=(1, 2, 3), keepdim=True)
+    return ((moved - mean) * contrast + mean).clamp(0, 1)
+
+
 def benign_costs(grid: Path, data_root, secret: Path) -> str:
     """What a benign client loses to each answer-side candidate, on the test set, per victim
-    (3 seeds): accuracy and ECE (kept by construction: the top-1 and its probability are
-    exact), top-2 accuracy (is the true class among the two largest answers?) and
+    (3 seeds): accuracy, accuracy on benign-shifted test images and ECE (kept by construction:
+    the top-1 and its probability are exact), top-2 accuracy (is the true class among the two largest answers?) and
     KL(victim || served)."""
     from divqat.blackbox import load_backend
     from divqat.defenses import create_defense
     from divqat.files import read_json
 
     test = load_splits("fashion-mnist", data_root).test
+    shifted = benign_shifts(test.images)
     chains = {"none": None, "flatten": create_defense("flatten"),
               "scramble": create_defense("scramble", {"secret_file": str(secret)})}  # fmt: skip
     measured: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     for run in sorted(grid.glob("jobs/victim-*")):
         victim = "qat" if read_json(run / "metrics.json")["method"] == "qat" else "outlier"
-        clean = load_backend(run, "onnx")(test.images)
+        answer = load_backend(run, "onnx")
+        clean, moved = answer(test.images), answer(shifted)
         for name, defense in chains.items():
             served = clean if defense is None else defense(clean, test.images)
+            served_moved = moved if defense is None else defense(moved, shifted)
             top2 = (served.topk(2, -1).indices == test.labels[:, None]).any(-1).float().mean().item()
             measured.setdefault((victim, name), []).append((
-                100 * metrics.accuracy(served, test.labels), metrics.expected_calibration_error(served, test.labels),
-                100 * top2, metrics.mean_kl(clean, served),
+                100 * metrics.accuracy(served, test.labels), 100 * metrics.accuracy(served_moved, test.labels),
+                metrics.expected_calibration_error(served, test.labels), 100 * top2, metrics.mean_kl(clean, served),
             ))  # fmt: skip
-    lines = ["| victim | answers | accuracy % | ECE | top-2 accuracy % | KL(victim ‖ served) |", "|" + " --- |" * 6]
-    for (victim, name), values in measured.items():
-        acc, ece, top2, kl = zip(*values, strict=True)
+    headers = ["victim", "answers", "accuracy %", "benign-shifted accuracy %", "ECE", "top-2 accuracy %",
+               "KL(victim ‖ served)"]  # fmt: skip
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    for (victim, name), values in sorted(measured.items()):
+        acc, moved_acc, ece, top2, kl = zip(*values, strict=True)
         ece_pm = f"{statistics.mean(ece):.4f} ± {statistics.stdev(ece):.4f}"
         kl_mean = max(statistics.mean(kl), 0.0)  # rounding makes the undefended -0.000
-        lines.append(f"| {VICTIMS[victim]} | {name} | {pm(acc)} | {ece_pm} | {pm(top2)} | {kl_mean:.3f} |")
+        lines.append(
+            f"| {VICTIMS[victim]} | {name} | {pm(acc)} | {pm(moved_acc)} | {ece_pm} | {pm(top2)} | {kl_mean:.3f} |"
+        )
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ import torch
 
 from divqat.data.outliers import OUTLIERS, make_outliers
 from divqat.data.pools import POOLS, query_pool, with_in_distribution
+from divqat.data.pools.registry import in_distribution_seeds
 from divqat.errors import DivqatError
 
 
@@ -79,3 +80,6 @@ def test_in_distribution_seeds_come_from_the_thief_split(tiny_splits):
     assert all((tiny_splits.thief_pool.images == x).flatten(1).all(1).any() for x in added)
     with pytest.raises(DivqatError, match="more than"):
         with_in_distribution(pool, tiny_splits.thief_pool, 10**6, seed=0)
+    # The no-query baseline (benchmarks/insider_gain.py) trains on exactly these images.
+    held = in_distribution_seeds(tiny_splits.thief_pool, 20, seed=0)
+    assert torch.equal(held.images, added) and held.labels.min() >= 0

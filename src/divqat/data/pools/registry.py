@@ -28,7 +28,12 @@ def query_pool(name: str, splits: Splits, data_root: Path | None = None) -> Imag
 def with_in_distribution(pool: torch.Tensor, thief_split: ImageSet, n: int, seed: int) -> torch.Tensor:
     """The pool's images with n images of the thief's own in-distribution split mixed in (a thief
     who holds a few images of the victim's task, unlabelled); which ones depends on the thief's seed."""
+    return torch.cat([pool, in_distribution_seeds(thief_split, n, seed).images])
+
+
+def in_distribution_seeds(thief_split: ImageSet, n: int, seed: int) -> ImageSet:
+    """The n images of the thief's split a thief of this seed holds (`with_in_distribution`),
+    with their labels: for the experimenter's no-query baseline, never for a thief."""
     if n > len(thief_split):
         raise DivqatError(f"in_seeds {n} is more than the {len(thief_split)} images of the thief's split")
-    chosen = thief_split.subset(torch.randperm(len(thief_split), generator=torch.Generator().manual_seed(seed))[:n])
-    return torch.cat([pool, chosen.images])
+    return thief_split.subset(torch.randperm(len(thief_split), generator=torch.Generator().manual_seed(seed))[:n])
