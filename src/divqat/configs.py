@@ -59,9 +59,10 @@ def in_registry(registry, name: str, value) -> None:
 
 def in_registry_or_folder(registry, name: str, value) -> None:
     """A registered name, or `folder:PATH` naming a directory of your own images."""
-    if not str(value).startswith("folder:"):
+    from divqat.data.folders import folder_path, is_folder
+
+    if not is_folder(str(value)):
         return in_registry(registry, name, value)
-    from divqat.data.folders import folder_path
 
     try:
         folder_path(value)

@@ -147,7 +147,7 @@ def load_suspect(target: str, *, url: str | None = None, key: str | None = None)
 
 
 def guarded(model, name: str) -> Suspect:
-    expected = tuple(model.session.get_inputs()[0].shape[1:])
+    expected = model.input_shape
 
     def answer(images: Tensor) -> Tensor:
         if all(isinstance(d, int) for d in expected) and expected != tuple(images.shape[1:]):

@@ -27,10 +27,9 @@ from divqat.defenses.keyed import ImageKey
 from divqat.defenses.registry import Defense, check_range, register_defense
 
 
-def split_top(probs: Tensor, keep: int) -> tuple[Tensor, Tensor]:
-    """(indices of the top `keep` classes, indices of the rest), each sorted by probability."""
-    order = probs.argsort(dim=-1, descending=True, stable=True)
-    return order[:, :keep], order[:, keep:]
+def below_top(probs: Tensor, keep: int) -> Tensor:
+    """Per row, the indices of the classes past the top `keep`, in descending probability."""
+    return probs.argsort(dim=-1, descending=True, stable=True)[:, keep:]
 
 
 @register_defense("flatten")
@@ -46,7 +45,7 @@ class Flatten(Defense):
         keep = min(self.keep, probs.shape[-1])
         if keep == probs.shape[-1]:
             return probs
-        top, rest = split_top(probs, keep)
+        rest = below_top(probs, keep)
         share = (probs.gather(1, rest).sum(1, keepdim=True) / rest.shape[1]).expand_as(rest)
         return probs.clone().scatter_(1, rest, share)
 
@@ -71,7 +70,7 @@ class Scramble(Defense):
         keep = min(self.keep, probs.shape[-1])
         if keep == probs.shape[-1]:
             return probs
-        _, rest = split_top(probs, keep)
+        rest = below_top(probs, keep)
         shuffled = torch.stack([
             torch.from_numpy(np.random.default_rng(np.frombuffer(d, np.uint32)).permutation(rest.shape[1]))
             for d in self._key.digests(images)
