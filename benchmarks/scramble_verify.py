@@ -1,62 +1,60 @@
-"""Does `scramble` mark every soft-label clone? A probe for issue 15, on configs/insiders.yaml's clones.
+"""Does `scramble` mark every soft-label clone? `divqat verify`'s order test on configs/insiders.yaml's clones.
 
     python benchmarks/scramble_verify.py --grid runs/insiders --probes 1000
 
 `scramble` (defenses/dark_knowledge.py) answers every image with the victim's top-1 and its
-probability, and the other classes in a keyed order. A model that never learnt from those
-answers ranks the other classes independently of the key, so given that its top-1 is the
-victim's, its runner-up is the served runner-up with probability exactly 1 / (K - 1): the keyed
-permutation is uniform. A clone can only have learnt the keyed order on the images it was
-answered (the order is a keyed hash of each image: nothing to generalise), so the owner asks a
-suspect the first `--probes` queries of the account (what a server's record would keep;
-rebuilt here from the thief's seed, KnockoffNets' sampling being deterministic), counts the
-runner-up matches among those whose top-1 agrees with the victim's and whose served runner-up
-is not tied (a tie breaks by class index, not by the key), and takes the exact binomial tail
-(scipy) as the p-value. (Asked fresh test images instead, the marked clones match at the null
-rate: they learn the order of their own queries only.)
-Suspects: every clone of configs/insiders.yaml - stolen through `scramble` (the marked ones),
-and, as innocents, those stolen from the same victims undefended or behind `flatten` and the
-top-1 clones (none of which saw a scrambled ranking). Prints the verified fraction per group at
-p < 1e-6 and the p-values' range; writes nothing.
+probability, and the other classes in a keyed order. Each clone's account is rebuilt from the
+thief's seed (KnockoffNets' sampling is deterministic) and answered through the black box with
+a record kept, as a grid or `divqat serve` keeps it (defenses/orders.py: the first 2,000
+distinct codes); the clone is then verified as `divqat verify` does (divqat/verify_order.py:
+the correlation of its orders with the served ones, the victim's own removed, Bernstein's bound
+as the p-value), from the record's first `--probes` images. Suspects: every clone of the grid -
+stolen through `scramble` (the marked ones) and, as innocents, those stolen from the same
+victims undefended or behind `flatten` and the top-1 clones (none of which saw a scrambled
+order). `--fresh` asks test images instead of the account's (a clone cannot have learnt their
+keyed order: the null). `--wash` then washes the marked clones of the outlier-aware victim
+(N = 500 and the whole split, 3 seeds) as benchmarks/watermark_eval.py washes its clones:
+pruned, re-quantized, fine-tuned on their own top-1 labels of their own pool with fresh
+augmentation, distilled into LeNet-5. Prints the verified fraction per group at p < 1e-6, and
+per seed for the marked clones (the test was chosen on seed 0's); writes nothing.
 """
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
 import torch
-from scipy.stats import binom
+from watermark_eval import prune, relabel_train, requantize
 
 from divqat import artifacts
 from divqat.blackbox import load_backend
+from divqat.blackbox.victim import defend
 from divqat.configs import AttackConfig, field_names
 from divqat.data import load_splits
 from divqat.data.augment import sample_with_augmentation
 from divqat.defenses import create_defense
+from divqat.defenses.watermark import Record
 from divqat.extraction import thief_pool
 from divqat.models import create_model
 from divqat.train import predict_proba
+from divqat.verify import verify
 
 SIGNIFICANCE = 1e-6
-
-
-def runner_up(probs: torch.Tensor) -> torch.Tensor:
-    return probs.topk(2, -1).indices[:, 1]
-
-
-def p_value(suspect: torch.Tensor, served: torch.Tensor) -> tuple[int, int, float]:
-    """(images counted, runner-up matches among them, exact binomial p-value)."""
-    top3 = served.topk(3, -1).values
-    agree = (suspect.argmax(-1) == served.argmax(-1)) & (top3[:, 1] > top3[:, 2])
-    matches = int((runner_up(suspect)[agree] == runner_up(served)[agree]).sum())
-    asked = int(agree.sum())
-    return asked, matches, float(binom.sf(matches - 1, asked, 1 / (served.shape[1] - 1)))
 
 
 def account_queries(config: AttackConfig, splits) -> torch.Tensor:
     """The images KnockoffNets (random) asked with this config, in order (attacks/knockoff.py)."""
     pool = thief_pool(config, splits)
     return sample_with_augmentation(pool, config.budget, torch.Generator().manual_seed(config.seed))
+
+
+def told(victim, scramble, images: torch.Tensor) -> Record:
+    """What the account was told, recorded as the black box records it."""
+    record = Record()
+    for batch in images.split(1000):
+        defend(victim(batch), batch, [scramble], record)
+    return record
 
 
 def group_of(result: dict) -> str:
@@ -68,29 +66,84 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=Path, default=Path("runs/insiders"))
     parser.add_argument("--probes", type=int, default=1000)
+    parser.add_argument("--fresh", action="store_true", help="ask test images, not the account's")
+    parser.add_argument("--wash", action="store_true", help="also wash the outlier-aware victim's marked clones")
     parser.add_argument("--secret", type=Path, default=Path("runs/watermark.key"), help="scramble's, as in the grid")
     parser.add_argument("--data-root", type=Path, default=None)
     args = parser.parse_args()
     splits = load_splits("fashion-mnist", args.data_root)
     scramble = create_defense("scramble", {"secret_file": str(args.secret)})
-    victims = {}
-    groups: dict[str, list[tuple[int, int, float]]] = {}
+    victims, washes = {}, []
+    groups: dict[str, list[tuple[int, dict]]] = {}
     for path in sorted(args.grid.glob("jobs/attack-*/result.json")):
         result = json.loads(path.read_text())
         config = AttackConfig(**{k: result[k] for k in field_names(AttackConfig)})
-        probes = account_queries(config, splits)[: args.probes]
         victim = victims.setdefault(result["victim"], load_backend(Path(result["victim"]), "onnx"))
-        served = scramble(victim(probes), probes)
+        asked = splits.test.images if args.fresh else account_queries(config, splits)
+        record = told(victim, scramble, asked)
         model = create_model(config.surrogate, num_classes=splits.num_classes, input_shape=splits.input_shape)
         artifacts.load_state(model, path.parent / "surrogate.safetensors")
-        groups.setdefault(group_of(result), []).append(p_value(predict_proba(model, probes), served))
-    print(f"| suspects | models | verified at p < {SIGNIFICANCE:g} | match rate (null {1 / 9:.3f}) | p-values |")
+        (verdict,) = verify(lambda x, m=model: predict_proba(m, x), {"account": record},
+                            significance=SIGNIFICANCE, max_queries=args.probes)["accounts"]  # fmt: skip
+        gap = 100 * (result["victim_accuracy"] - result["surrogate_accuracy"])
+        where = "whole split" if config.pool == "in" else f"N = {config.in_seeds}"
+        groups.setdefault(group_of(result), []).append((config.seed, verdict | {"gap": gap, "where": where}))
+        if args.wash and "scramble" in group_of(result) and result["victim_beta"] > 0 and (
+                config.pool == "in" or config.in_seeds == 500) and "soft" in group_of(result):  # fmt: skip
+            washes.append((where, wash(model, record, thief_pool(config, splits), splits, config.seed)))
+    source = "test images" if args.fresh else "the account's images"
+    print(f"{args.probes} suspect queries per clone ({source})")
+    print(f"| suspects | models | verified at p < {SIGNIFICANCE:g} | mean correlation (null 0) | p-values |")
     print("| --- | --- | --- | --- | --- |")
     for name, values in sorted(groups.items()):
-        verified = sum(p < SIGNIFICANCE for _, _, p in values)
-        rate = sum(m for _, m, _ in values) / max(sum(a for a, _, _ in values), 1)
-        low, high = min(p for *_, p in values), max(p for *_, p in values)
-        print(f"| {name} | {len(values)} | {verified} / {len(values)} | {rate:.3f} | {low:.1e} .. {high:.1e} |")
+        ps = [v["p_value"] for _, v in values]
+        verified = sum(v["stolen"] for _, v in values)
+        mean = sum(v["mean_correlation"] for _, v in values) / len(values)
+        print(f"| {name} | {len(values)} | {verified} / {len(values)} | {mean:.3f} | {min(ps):.1e} .. {max(ps):.1e} |")
+    for name, values in sorted(groups.items()):
+        if "scramble" in name:
+            near = [v for _, v in values if v["gap"] <= 10]
+            print(f"{name}s within 10 pp of the victim: {sum(v['stolen'] for v in near)} / {len(near)}")
+            for where in dict.fromkeys(v["where"] for _, v in values):
+                got = [v for _, v in values if v["where"] == where]
+                print(f"  {where}: {sum(v['stolen'] for v in got)} / {len(got)} (victim - clone "
+                      f"{min(v['gap'] for v in got):.1f} .. {max(v['gap'] for v in got):.1f} pp), "
+                      f"p {min(v['p_value'] for v in got):.1e} .. {max(v['p_value'] for v in got):.1e}")  # fmt: skip
+            for seed in sorted({s for s, _ in values}):
+                got = [v for s, v in values if s == seed]
+                print(f"{name}, seed {seed}: {sum(v['stolen'] for v in got)} / {len(got)}, "
+                      f"largest p {max(v['p_value'] for v in got):.1e}, "
+                      f"mean r {sum(v['mean_correlation'] for v in got) / len(got):.3f}")  # fmt: skip
+    if washes:
+        print("\n| wash (outlier-aware victim behind scramble, soft thief) | thief | clone acc % | verified | p |")
+        print("| --- | --- | --- | --- | --- |")
+        for name in washes[0][1]:
+            for where in dict.fromkeys(w for w, _ in washes):
+                got = [row[name] for w, row in washes if w == where]
+                accuracy = torch.tensor([a for a, _ in got])
+                print(f"| {name} | {where} | {100 * accuracy.mean():.1f} +- {100 * accuracy.std():.1f} | "
+                      f"{sum(p < SIGNIFICANCE for _, p in got)}/{len(got)} | "
+                      f"{min(p for _, p in got):.1e} .. {max(p for _, p in got):.1e} |")  # fmt: skip
+
+
+def wash(clone, record: Record, pool: torch.Tensor, splits, seed: int) -> dict[str, tuple[float, float]]:
+    """{wash: (test accuracy, p-value)} of the clone washed each way, verified from 1,000 queries."""
+    washed = {
+        "none": clone,
+        "pruned 50 %": prune(clone, 0.5),
+        "re-quantized (PTQ int8)": requantize(clone, pool, splits.input_shape),
+        "fine-tuned on its own top-1 labels, fresh augmentation": relabel_train(
+            clone, copy.deepcopy(clone).train(), pool, 5, 300 + seed, soft=False),
+        "distilled into LeNet-5": relabel_train(
+            clone, create_model("lenet5", num_classes=10, input_shape=splits.input_shape), pool, 20, 400 + seed,
+            soft=True),
+    }  # fmt: skip
+    out = {}
+    for name, model in washed.items():
+        (verdict,) = verify(lambda x, m=model: predict_proba(m, x), {"account": record}, max_queries=1000)["accounts"]
+        accuracy = (predict_proba(model, splits.test.images).argmax(-1) == splits.test.labels).float().mean().item()
+        out[name] = (accuracy, verdict["p_value"])
+    return out
 
 
 if __name__ == "__main__":

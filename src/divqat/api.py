@@ -308,8 +308,9 @@ def onnx_of(victim) -> OnnxModel:
 
 def verify(suspect, record, *, significance: float = 1e-6, max_queries: int = 1000) -> dict:
     """Is `suspect` (a run directory, an ONNX file, or any `images -> probabilities` callable) a
-    clone of a watermarked victim? `record`: a Record, a grid's watermark.safetensors, or
-    {account: Record}. Returns what `divqat verify --json` prints (divqat/verify.py)."""
+    clone of a victim behind `watermark` or `scramble`? `record`: a Record, a grid's
+    watermark.safetensors, or {account: Record}. Returns what `divqat verify --json` prints
+    (divqat/verify.py; one entry per account and test)."""
     from divqat.defenses.watermark import Record
     from divqat.verify import load_suspect
     from divqat.verify import verify as run_verify

@@ -164,7 +164,8 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ):
     """Is SUSPECT a clone stolen through one of the accounts? Asks it the watermarked images each
-    account was told and tests how high it ranks the marks (an exact rank test; docs/divqat.md)."""
+    account was told and tests how high it ranks the marks (an exact rank test), and, behind
+    scramble, the images it was told a keyed order on (a correlation test; docs/divqat.md)."""
     import json
 
     from divqat.verify import load_suspect
@@ -180,11 +181,11 @@ def verify(
         print(json.dumps(result))
         return
     table = Table(title=f"{result['suspect']}: {result['queries']} queries, verdict at p < {significance:g}")
-    for column in ("account", "asked", "matches", "disagreements", "innocent rate", "p-value", "stolen"):
-        table.add_column(column, justify="left" if column == "account" else "right")
+    for column in ("account", "test", "asked", "matches", "innocent rate", "p-value", "stolen"):
+        table.add_column(column, justify="left" if column in ("account", "test") else "right")
     for a in result["accounts"]:
-        table.add_row(a["account"], str(a["asked"]), str(a["matches"]), str(a["disagreements"]),
-                      f"{a['innocent_rate']:.4f}", f"{a['p_value']:.3g}", "yes" if a["stolen"] else "no")  # fmt: skip
+        table.add_row(a["account"], a["test"], str(a["asked"]), str(a["matches"]), f"{a['innocent_rate']:.4f}",
+                      f"{a['p_value']:.3g}", "yes" if a["stolen"] else "no")  # fmt: skip
     console.print(table)
 
 

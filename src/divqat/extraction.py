@@ -125,11 +125,13 @@ def evaluate(
 
 
 def verified(surrogate: nn.Module, record: Record) -> dict:
-    """The clone verified against what the watermark told its thief (nothing without a watermark)."""
-    if not len(record):
+    """The clone verified against what its thief was told: `watermark_*` (the watermark's marks)
+    and `order_*` (scramble's orders), each from at most 1,000 of its queries; nothing without either."""
+    if not record.told:
         return {}
-    (account,) = verify(lambda x: predict_proba(surrogate, x), {"thief": record}, max_queries=1000)["accounts"]
-    return {f"watermark_{k}": v for k, v in account.items() if k != "account"}
+    tests = verify(lambda x: predict_proba(surrogate, x), {"thief": record}, max_queries=1000 * (1 + (
+        len(record) > 0 and len(record.orders) > 0)))["accounts"]  # fmt: skip
+    return {f"{t['test']}_{k}": v for t in tests for k, v in t.items() if k not in ("account", "test")}
 
 
 def run_attack(
@@ -172,7 +174,7 @@ def run_attack(
         staging = artifacts.staging_for(out, "attack")
         try:
             artifacts.save_state(surrogate, staging / "surrogate.safetensors")
-            if len(record):  # what the watermark told this thief: `divqat verify --record` reads it
+            if record.told:  # what the watermark or scramble told this thief: `divqat verify --record` reads it
                 record.save(staging / WATERMARK_RECORD)
             artifacts.commit_run(staging, out, result, overwrite, name="result.json")
         except BaseException:

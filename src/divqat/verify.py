@@ -1,5 +1,6 @@
 """Proof of theft: ask a suspect model the watermarked images an account was told, and test
-whether it ranks the marks higher than a model that never saw them could.
+whether it ranks the marks higher than a model that never saw them could (and, behind
+`scramble`, whether it orders the classes as the account was told: divqat/verify_order.py).
 
 For each watermarked image i the record holds the victim's own top-1 v_i and the mark m_i it
 answered instead (defenses/watermark.py). Given v_i, m_i is uniform over the other K - 1 classes
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from divqat import verify_order
 from divqat.defenses.watermark import Record
 from divqat.errors import DivqatError
 
@@ -39,6 +41,20 @@ class Verdict:
     innocent_mean_rank: float  # (K - 2) / 2
     p_value: float  # exact, of the rank sum
     stolen: bool
+    test: str = "watermark"
+
+
+@dataclass(frozen=True)
+class OrderVerdict:
+    account: str
+    asked: int  # the suspect's queries spent on this account's orders
+    counted: int  # images that carry evidence (served runner-up not tied with the top-1)
+    matches: int  # the suspect's runner-up is the served one
+    innocent_rate: float  # at most, of those matches, for a model that never saw the orders: 1 / (K - 1)
+    mean_correlation: float  # of the suspect's and the served orders (0 for an innocent model)
+    p_value: float  # Bernstein's bound on the exact tail (divqat/verify_order.py)
+    stolen: bool
+    test: str = "order"
 
 
 def verify(
@@ -49,41 +65,56 @@ def verify(
     max_queries: int = 1000,
     batch_size: int = 256,
 ) -> dict:
-    """Verify a suspect against each account's record, spending at most `max_queries` of the
-    suspect's queries in all (shared evenly between the accounts, the first images of each)."""
+    """Verify a suspect against each account's record - its watermarked answers (the rank test
+    above) and its scrambled orders (divqat/verify_order.py), each a test of its own - spending
+    at most `max_queries` of the suspect's queries in all (shared evenly between the tests, the
+    first images of each). The verdict: p < significance / tests (Bonferroni)."""
     if not 0 < significance < 1:
         raise DivqatError(f"significance must be in (0, 1), got {significance}")
     if max_queries < 1:
         raise DivqatError(f"max_queries must be >= 1, got {max_queries}")
-    usable = {name: r for name, r in records.items() if len(r)}
-    if not usable:
-        raise DivqatError("no watermarked answers in the record: nothing to verify against")
-    share = max(1, max_queries // len(usable))
-    threshold = significance / len(usable)
+    tests = [(name, "watermark", r) for name, r in records.items() if len(r)]
+    tests += [(name, "order", r.orders) for name, r in records.items() if len(r.orders)]
+    if not tests:
+        raise DivqatError("no watermarked answers or scrambled orders in the record: nothing to verify against")
+    share = max(1, max_queries // len(tests))
+    threshold = significance / len(tests)
     verdicts, spent = [], 0
-    for name, record in usable.items():
-        t = record.tensors()
+    for name, test, record in tests:
         n = min(share, len(record), max_queries - spent)
         if n < 1:
             break
-        images, top1, mark = t["images"][:n], t["top1"][:n], t["mark"][:n]
-        classes = record.classes or int(max(mark.max(), top1.max())) + 1
-        answers = torch.cat([check_answers(suspect(b), len(b), classes) for b in images.split(batch_size)])
+        t = record.tensors()
+        ask = t["images"][:n]
+        classes = t["served"].shape[1] if test == "order" else record.classes or int(t["mark"].max()) + 1
+        answers = torch.cat([check_answers(suspect(b), len(b), classes) for b in ask.split(batch_size)])
         spent += n
-        guess = answers.argmax(-1)
-        matches = int((guess == mark).sum())
-        disagreements = int((guess != top1).sum())
-        ranks = mark_ranks(answers, top1, mark)
-        p = rank_sum_p_value(int(ranks.sum()), n, classes - 1)
-        rate = disagreements / (n * (classes - 1))
-        mean = float(ranks.float().mean())
-        verdicts.append(Verdict(name, n, matches, disagreements, rate, mean, (classes - 2) / 2, p, p < threshold))
-    return {
-        "significance": significance,
-        "per_account_threshold": threshold,
-        "queries": spent,
-        "accounts": [asdict(v) for v in verdicts],
-    }
+        verdict = watermark_verdict if test == "watermark" else order_verdict
+        verdicts.append(asdict(verdict(name, answers, t, classes, threshold)))
+    return {"significance": significance, "per_account_threshold": threshold, "queries": spent, "accounts": verdicts}
+
+
+def watermark_verdict(name: str, answers: Tensor, told: dict[str, Tensor], classes: int, threshold: float) -> Verdict:
+    n = len(answers)
+    top1, mark = told["top1"][:n], told["mark"][:n]
+    guess = answers.argmax(-1)
+    matches = int((guess == mark).sum())
+    disagreements = int((guess != top1).sum())
+    ranks = mark_ranks(answers, top1, mark)
+    p = rank_sum_p_value(int(ranks.sum()), n, classes - 1)
+    rate = disagreements / (n * (classes - 1))
+    mean = float(ranks.float().mean())
+    return Verdict(name, n, matches, disagreements, rate, mean, (classes - 2) / 2, p, p < threshold)
+
+
+def order_verdict(name: str, answers: Tensor, told: dict[str, Tensor], classes: int, threshold: float):
+    n = len(answers)
+    natural, served = told["natural"][:n], told["served"][:n]
+    r = verify_order.correlations(answers, natural, served)
+    p = verify_order.p_value(r, classes)
+    matches = verify_order.runner_up_matches(answers, served)
+    mean = float(r.mean()) if len(r) else 0.0
+    return OrderVerdict(name, n, len(r), matches, 1 / (classes - 1), mean, p, p < threshold)
 
 
 def mark_ranks(scores: Tensor, top1: Tensor, mark: Tensor) -> Tensor:

@@ -126,3 +126,36 @@ def test_the_record_survives_kill_9_and_the_secret_appears_nowhere_else(victim_d
                                       if p.is_file() and p != secret]  # fmt: skip
     assert not [t for t in texts if SECRET.decode("latin-1") in t or hexed in t]
     assert json.loads(r.text).keys() == {"probabilities"}
+
+
+def test_scramble_records_the_orders_each_probability_key_was_told(victim_dir, tmp_path, capsys):
+    """Behind `--defense scramble` every answer is a mark: the database keeps, per key, the orders
+    told in probability mode (a label key was told none), and `divqat verify --db` tests them."""
+    (tmp_path / "s.key").write_bytes(SECRET)
+    scramble = create_defense("scramble", {"secret_file": str(tmp_path / "s.key")})
+    db = tmp_path / "k.db"
+    alice, bob = "alice-key-0001-0123456789abcdef012", "bob-key-00001-0123456789abcdef012"
+    images = structured(300, 3)
+    app = create_app(victim_dir, db, (scramble,), keys=[spec(alice, 1000), spec(bob, 1000, "label")])
+    with TestClient(app) as c:
+        answers = {k: c.post("/v1/predict", content=encode_images(images), headers={"Authorization": f"Bearer {k}"})
+                   for k in (alice, bob)}  # fmt: skip
+    told = torch.tensor(answers[alice].json()["probabilities"])
+    store = KeyStore(db, create=False)
+    records = {k.id: watermarks.load(store.connection(), k.rowid) for k in store.all()}
+    ids = {k: store.find(k).id for k in (alice, bob)}
+    assert len(records[ids[bob]].orders) == 0 and 20 < len(records[ids[alice]].orders) <= 300
+    t = records[ids[alice]].orders.tensors()
+    rows = [int(np.flatnonzero((images == im.numpy()).reshape(len(images), -1).all(1))[0]) for im in t["images"]]
+    assert torch.equal(t["served"], told[rows])
+    x = torch.from_numpy(images)
+
+    def clone(batch):  # memorised what alice was told
+        hits = (batch[:, None] == x[None]).flatten(2).all(-1)
+        return told[hits.float().argmax(1)]
+
+    (verdict,) = api.verify(clone, records)["accounts"]
+    assert verdict["account"] == ids[alice] and verdict["test"] == "order" and verdict["stolen"]
+    assert main(["verify", str(victim_dir), "--db", str(db), "--json"]) == 0  # the victim: innocent of the orders
+    (innocent,) = json.loads(capsys.readouterr().out)["accounts"]
+    assert innocent["test"] == "order" and not innocent["stolen"]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor
 
 from divqat.defenses import Defense
+from divqat.defenses.dark_knowledge import Scramble
 from divqat.defenses.watermark import Record, Watermark
 from divqat.errors import DivqatError
 
@@ -28,16 +29,27 @@ class BudgetExceeded(DivqatError):
 
 
 def defend(probs: Tensor, images: Tensor, defenses: Sequence[Defense], record: Record | None = None) -> Tensor:
-    """The victim's answers as a client receives them: each defense in order. A watermark's
-    marks on this batch go to `record` (anything with `add(images, marks)`: what this account
-    was told), when one is kept; they are selected once, for the record and the answer alike."""
+    """The victim's answers as a client receives them: each defense in order. When `record` is
+    kept (what this account was told: anything with `add(images, marks)` and `orders`), a
+    watermark's marks on this batch go to it - selected once, for the record and the answer
+    alike - and so do scramble's orders, on the rows no later defense changed."""
+    scrambled = None
     for defense in defenses:
         if record is not None and isinstance(defense, Watermark):
             marks = defense.select(probs, images)
             record.add(images, marks)
             probs = defense.apply(probs, marks)
+        elif record is not None and isinstance(defense, Scramble):
+            natural = probs
+            probs, names = defense.answer(probs, images)
+            scrambled = natural, probs, names
         else:
             probs = defense(probs, images)
+    if scrambled is not None:
+        natural, told, names = scrambled
+        same = (probs == told).all(1).cpu()
+        record.orders.add(images[same], [n for n, s in zip(names, same.tolist(), strict=True) if s],
+                          natural[same], probs[same])  # fmt: skip
     return probs
 
 

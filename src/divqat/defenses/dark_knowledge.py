@@ -67,17 +67,23 @@ class Scramble(Defense):
         return self._key.fingerprint(b"divqat scramble id")
 
     def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
+        return self.answer(probs, images)[0]
+
+    def answer(self, probs: Tensor, images: Tensor) -> tuple[Tensor, list[str]]:
+        """The scrambled answers and the names of the images' codes (what a record keys them by)."""
+        digests = self._key.digests(images)
+        names = [ImageKey.name(d) for d in digests]
         keep = min(self.keep, probs.shape[-1])
         if keep == probs.shape[-1]:
-            return probs
+            return probs, names
         rest = below_top(probs, keep)
         shuffled = torch.stack([
             torch.from_numpy(np.random.default_rng(np.frombuffer(d, np.uint32)).permutation(rest.shape[1]))
-            for d in self._key.digests(images)
+            for d in digests
         ]).to(probs.device)  # fmt: skip
         # The class ranked i-th among the rest gets the probability of the one ranked shuffled[i]-th.
         values = probs.gather(1, rest).gather(1, shuffled)
         out = probs.clone().scatter_(1, rest, values)
         tied = out.argmax(-1) != probs.argmax(-1)  # a class tied with the top-1 moved before it
         out[tied] = probs[tied]
-        return out
+        return out, names

@@ -71,6 +71,11 @@ class ImageKey:
         thumbs = F.adaptive_avg_pool2d(images.detach().cpu().double(), THUMBNAIL).flatten(1)
         return torch.floor(thumbs @ self.directions(thumbs.shape[1]).T / STEP).long()
 
+    @staticmethod
+    def name(digest: bytes) -> str:
+        """A code's name in a record: a hash of its digest, so a record reveals nothing of the key."""
+        return hashlib.sha256(digest).hexdigest()[:32]
+
     def digests(self, images: Tensor) -> list[bytes]:
         """One 32-byte HMAC per image, of its coarse code."""
         return [hmac.new(self._secret, row.astype("<i8").tobytes(), hashlib.sha256).digest()

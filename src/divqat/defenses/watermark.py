@@ -21,7 +21,6 @@ verification's null hypothesis exact.
 The secret and the coarse code: defenses/keyed.py.
 """
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from divqat.defenses.keyed import ImageKey
+from divqat.defenses.orders import ORDER_LIMIT, Orders
 from divqat.defenses.registry import Defense, check_range, register_defense
 from divqat.errors import DivqatError
 
@@ -77,8 +77,7 @@ class Watermark(Defense):
         picked = [d for d, c in zip(digests, chosen, strict=True) if c]
         offsets = torch.tensor([int.from_bytes(d[8:16], "little") % (k - 1) for d in picked], dtype=torch.long)
         marks = (top1[selected] + 1 + offsets) % k
-        # A code's name in the record: a hash of the digest, so the record reveals nothing of the key.
-        names = [hashlib.sha256(d).hexdigest()[:32] for d in picked]
+        names = [ImageKey.name(d) for d in picked]
         return Marks(selected, names, top1[selected], marks, k)
 
     def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
@@ -107,7 +106,8 @@ RECORD_LIMIT = 10_000  # watermarked images kept per account (the first ones tol
 @dataclass
 class Record:
     """What an account was told on watermarked inputs: the images, the victim's own top-1 and the
-    mark answered, one row per distinct code, the first `limit` of them."""
+    mark answered, one row per distinct code, the first `limit` of them; and, behind `scramble`,
+    the orders it was told (`orders`, defenses/orders.py). `len` counts the watermarked rows."""
 
     limit: int = RECORD_LIMIT
     classes: int = 0  # the victim's number of classes (0: not known yet)
@@ -115,6 +115,7 @@ class Record:
     images: list[Tensor] = field(default_factory=list)
     top1: list[int] = field(default_factory=list)
     mark: list[int] = field(default_factory=list)
+    orders: Orders = field(default_factory=Orders)
 
     def add(self, images: Tensor, marks: Marks) -> None:
         self.classes = self.classes or marks.classes
@@ -142,9 +143,16 @@ class Record:
             "mark": torch.tensor(self.mark, dtype=torch.long),
         }
 
+    @property
+    def told(self) -> int:
+        """Rows of evidence of either kind (watermarked answers and scrambled orders)."""
+        return len(self) + len(self.orders)
+
     def save(self, path: Path) -> None:
-        meta = {"codes": ",".join(self.codes), "limit": str(self.limit), "classes": str(self.classes)}
-        save_file(self.tensors(), str(path), metadata=meta)
+        meta = {"codes": ",".join(self.codes), "limit": str(self.limit), "classes": str(self.classes),
+                "order_codes": ",".join(self.orders.codes), "order_limit": str(self.orders.limit)}  # fmt: skip
+        orders = {f"order_{name}": t for name, t in self.orders.tensors().items()}
+        save_file({**self.tensors(), **orders}, str(path), metadata=meta)
 
     @classmethod
     def load(cls, path: Path) -> "Record":
@@ -159,13 +167,20 @@ class Record:
         except Exception as e:  # safetensors' own error type for a corrupt file
             raise DivqatError(f"{path}: not a watermark record ({e})") from None
         codes = [c for c in meta.get("codes", "").split(",") if c]
-        if set(tensors) != {"images", "top1", "mark"} or len(codes) != len(tensors["top1"]):
+        order_codes = [c for c in meta.get("order_codes", "").split(",") if c]
+        order_names = {"order_images", "order_natural", "order_served"}
+        wrong = not {"images", "top1", "mark"} <= set(tensors) <= {"images", "top1", "mark", *order_names}
+        if wrong or len(codes) != len(tensors["top1"]) or (codes and len(tensors["images"]) != len(codes)):
             raise DivqatError(f"{path}: not a watermark record")
-        if codes and len(tensors["images"]) != len(codes):
+        if order_codes and not (order_names <= set(tensors) and
+                                all(len(tensors[name]) == len(order_codes) for name in order_names)):  # fmt: skip
             raise DivqatError(f"{path}: not a watermark record")
         try:
             limit, classes = int(meta.get("limit", RECORD_LIMIT)), int(meta.get("classes", 0))
+            order_limit = int(meta.get("order_limit", ORDER_LIMIT))
         except ValueError:
             raise DivqatError(f"{path}: not a watermark record") from None
         images = list(tensors["images"]) if codes else []
-        return cls(limit, classes, codes, images, tensors["top1"].tolist(), tensors["mark"].tolist())
+        orders = Orders(order_limit, order_codes, *([list(tensors[f"order_{n}"]) if order_codes else []
+                                                     for n in ("images", "natural", "served")]))  # fmt: skip
+        return cls(limit, classes, codes, images, tensors["top1"].tolist(), tensors["mark"].tolist(), orders)

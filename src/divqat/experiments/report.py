@@ -325,19 +325,22 @@ def defense_table(rows: list[dict]) -> Table:
                     pm([r["surrogate_accuracy"] for r in base]),
                     f"{statistics.mean(r['defense_l1'] for r in got):.3f}", proof(got)])  # fmt: skip
     headers = ["victim", "defense", "thief", "defender acc %", "thief acc %", "thief acc, no defense %", "mean L1",
-               "clone verified (watermark)"]  # fmt: skip
+               "clone verified (watermark or order test)"]  # fmt: skip
     if all(row[-1] == "-" for row in out):  # no watermark in this grid: no column for it
         headers, out = headers[:-1], [row[:-1] for row in out]
     return Table("Post-hoc defenses (each thief its own row; answer times: docs/benchmarks.md)", headers, out)
 
 
 def proof(rows: list[dict]) -> str:
-    """How many seeds' clones the watermark verified, and the largest p-value among them."""
-    tested = [r for r in rows if r.get("watermark_p_value") is not None]
-    if not tested:
-        return "-"
-    stolen = sum(bool(r["watermark_stolen"]) for r in tested)
-    return f"{stolen}/{len(tested)} (p <= {max(r['watermark_p_value'] for r in tested):.1g})"
+    """How many seeds' clones the watermark (or scramble's order test) verified, and the largest p-value."""
+    found = []
+    for test in ("watermark", "order"):
+        tested = [r for r in rows if r.get(f"{test}_p_value") is not None]
+        if tested:
+            stolen = sum(bool(r[f"{test}_stolen"]) for r in tested)
+            worst = max(r[f"{test}_p_value"] for r in tested)
+            found.append(f"{'' if test == 'watermark' else 'order '}{stolen}/{len(tested)} (p <= {worst:.1g})")
+    return ", ".join(found) or "-"
 
 
 # ---------------------------------------------------------------------------- plots

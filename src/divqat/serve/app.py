@@ -56,6 +56,18 @@ REQUEST_THREADS = 4
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="divqat"'}
 
 
+class Told:
+    """What one batch told its key - a watermark's marks, scramble's orders - saved with the spend."""
+
+    def __init__(self, n: int):
+        from divqat.defenses.orders import Orders  # torch: only with defenses
+
+        self.marks, self.orders = [], Orders(limit=n)
+
+    def add(self, images, marks) -> None:
+        self.marks.append(marks)
+
+
 class Service:
     """Everything a request needs, shared by the worker threads."""
 
@@ -127,19 +139,15 @@ class Service:
                 "output": str(fresh.output)}  # fmt: skip
 
     # -- the batch --------------------------------------------------------------------------------
-    def defend(self, probs: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, list]:
-        """The answers after the defenses, and the marks any watermark among them put on this batch."""
+    def defend(self, probs: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, Told | None]:
+        """The answers after the defenses, and what a watermark or scramble among them told this batch."""
         if not self.defenses:
-            return probs, []
+            return probs, None
         import torch  # only with defenses: they work on tensors
 
         from divqat.blackbox.victim import defend
 
-        class Told(list):  # the batch's marks, saved with the spend (serve/watermarks.py)
-            def add(self, images, marks):
-                self.append(marks)
-
-        told = Told()
+        told = Told(len(images))
         with self.defense_lock, torch.no_grad():
             out = defend(torch.from_numpy(probs), torch.from_numpy(images), self.defenses, told)
             return out.to(torch.float32).numpy(), told
@@ -162,13 +170,15 @@ class Service:
         if n > key.remaining:  # checked again, atomically, when spending
             raise budget_error(n, key.remaining, key.budget)
         probs = self.model.predict_proba(images)
-        defended, marks = self.defend(probs, images)
+        defended, told = self.defend(probs, images)
         answer = render(defended, key.output)
         with self.store.transaction() as con:
             remaining = self.store.spend(con, key.rowid, n)  # first: it locks the key's row (PostgreSQL)
-            if remaining is not None:
-                for batch_marks in marks:  # what this key was told, committed with the spend
-                    watermarks.save(con, key.rowid, images, batch_marks)
+            if remaining is not None and told is not None:  # what this key was told, committed with the spend
+                for marks in told.marks:
+                    watermarks.save(con, key.rowid, images, marks)
+                if key.output.kind == "probabilities":
+                    watermarks.save_orders(con, key.rowid, told.orders)
         if remaining is None:
             fresh = self.store.get(key.rowid)
             if fresh.revoked:

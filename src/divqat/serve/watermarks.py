@@ -1,9 +1,12 @@
-"""What each API key was told on watermarked inputs, in the key database (defenses/watermark.py).
+"""What each API key was told on watermarked inputs, in the key database (defenses/watermark.py),
+and the orders `scramble` told it (defenses/orders.py, in probability mode only: a label or
+top-k answer tells less than the record would claim).
 
 One row per key and distinct code, written in the same transaction as the spend, so a record
 is committed before its answer is sent and survives kill -9; kept through restarts and
-revocation; the first `RECORD_LIMIT` per key (10,000 images: 31 MB per key at 28x28, float32).
-`divqat verify --db` reads it back as one Record per key id.
+revocation; the first `RECORD_LIMIT` per key (10,000 images: 31 MB per key at 28x28, float32)
+and the first `ORDER_LIMIT` orders (2,000: 6.3 MB). `divqat verify --db` reads them back as one
+Record per key id. (The orders table is additive: a schema-3 database gains it when opened.)
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # torch only with a watermark: serving without one never imports it
+    from divqat.defenses.orders import Orders
     from divqat.defenses.watermark import Marks, Record
     from divqat.serve.database import Connection
 
@@ -26,6 +30,16 @@ CREATE TABLE IF NOT EXISTS watermarks (
     top1 INTEGER NOT NULL,               -- the model's own answer
     mark INTEGER NOT NULL,               -- the class the key was told
     classes INTEGER NOT NULL,            -- the model's number of classes
+    UNIQUE (key_id, code)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id {id},                             -- the order they were told in
+    key_id INTEGER NOT NULL REFERENCES keys (id),
+    code TEXT NOT NULL,                  -- a hash of the image's keyed code
+    image {blob} NOT NULL,                 -- float32 little-endian, C x H x W
+    shape TEXT NOT NULL,                 -- "C,H,W"
+    own_answer {blob} NOT NULL,            -- float32, the model's own answer (K; NATURAL is a keyword)
+    served {blob} NOT NULL,                -- float32, the answer the key received (K)
     UNIQUE (key_id, code)
 );
 """
@@ -56,6 +70,32 @@ def save(con: Connection, key_rowid: int, images: np.ndarray, marks: Marks, limi
     )
 
 
+def save_orders(con: Connection, key_rowid: int, orders: Orders, limit: int | None = None) -> None:
+    """Add a batch's scrambled orders to the key's record (first one per code kept, up to `limit`)."""
+    from divqat.defenses.orders import ORDER_LIMIT
+
+    limit = ORDER_LIMIT if limit is None else limit
+    if not len(orders):
+        return
+    have = con.execute("SELECT COUNT(*) FROM orders WHERE key_id = ?", (key_rowid,)).fetchone()[0]
+    if have >= limit:
+        return
+    placeholders = f"({','.join('?' * len(orders.codes))})"
+    known = {c for (c,) in con.execute(f"SELECT code FROM orders WHERE key_id = ? AND code IN {placeholders}",
+                                       (key_rowid, *orders.codes))}  # fmt: skip
+    rows = []
+    for code, image, natural, served in zip(orders.codes, orders.images, orders.natural, orders.served, strict=True):
+        if code in known:
+            continue
+        known.add(code)
+        blob = [np.ascontiguousarray(t.numpy(), "<f4").tobytes() for t in (image, natural, served)]
+        rows.append((key_rowid, code, blob[0], ",".join(map(str, image.shape)), blob[1], blob[2]))
+    con.executemany(
+        "INSERT INTO orders (key_id, code, image, shape, own_answer, served) VALUES (?, ?, ?, ?, ?, ?)",
+        rows[: limit - have],
+    )
+
+
 def load(con: Connection, key_rowid: int) -> Record:
     import torch
 
@@ -70,4 +110,11 @@ def load(con: Connection, key_rowid: int) -> Record:
         record.images.append(torch.from_numpy(np.frombuffer(blob, "<f4").reshape(dims).copy()))
         record.top1.append(top)
         record.mark.append(mark)
+    query = "SELECT code, image, shape, own_answer, served FROM orders WHERE key_id = ? ORDER BY id"
+    for code, blob, shape, natural, served in con.execute(query, (key_rowid,)):
+        dims = tuple(int(d) for d in shape.split(","))
+        record.orders.codes.append(code)
+        record.orders.images.append(torch.from_numpy(np.frombuffer(blob, "<f4").reshape(dims).copy()))
+        record.orders.natural.append(torch.from_numpy(np.frombuffer(natural, "<f4").copy()))
+        record.orders.served.append(torch.from_numpy(np.frombuffer(served, "<f4").copy()))
     return record

@@ -1,0 +1,65 @@
+"""Proof of theft from `scramble`'s answers: does the suspect order the other classes as the
+account was told?
+
+`scramble` answers every image with the victim's top-1 and its probability exact and the other
+K - 1 probabilities permuted among the other classes by a keyed permutation of the image's
+coarse code (defenses/dark_knowledge.py). Per recorded image (defenses/orders.py: one per code)
+the test takes the suspect's probabilities a on those K - 1 classes, removes from them their
+component along the victim's own answer there (the owner has the victim; what any model of the
+task shares with it only adds noise), and correlates the rest with the served probabilities b:
+r = Pearson(a', b). A suspect that never saw the scrambled answers is independent of the key,
+so b is a uniformly random assignment of the victim's K - 1 values to those classes, whatever
+the suspect: r has mean 0 and variance exactly 1 / (K - 2) (a permutation's), and the images'
+r are independent (distinct codes, independent permutations). The statistic is
+S = sqrt(K - 2) * sum r, a sum of independent terms of mean 0, variance 1 and at most
+sqrt(K - 2); its p-value is Bernstein's bound exp(-S^2 / (2 (n + sqrt(K - 2) S / 3))), an
+upper bound on the exact tail (conservative: no normal approximation claimed). Rows whose
+served runner-up ties the top-1 (scramble then answers unscrambled) or where a' or b is
+constant carry no evidence and are left out, by rules that do not depend on the key.
+
+Chosen on the seed-0 clones of configs/insiders.yaml (docs/divqat.md, "A mark on every answer"):
+probabilities, not ranks or log-probabilities, and the victim's component removed
+(13 of 14 marked clones at p < 1e-6 from 1,000 images, against 1 of 14 for the runner-up match
+test and 8 of 14 without the removal).
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def correlations(suspect: Tensor, natural: Tensor, served: Tensor) -> Tensor:
+    """Per usable row, r = Pearson(suspect minus its component along the victim's own answer,
+    served), over the classes other than the served top-1."""
+    suspect, natural, served = suspect.double(), natural.double(), served.double()
+    n, k = served.shape
+    top = served.argmax(-1)
+    rest = torch.ones(n, k, dtype=torch.bool)
+    rest[torch.arange(n), top] = False
+
+    def centred(x: Tensor) -> Tensor:
+        x = x[rest].view(n, k - 1)
+        return x - x.mean(1, keepdim=True)
+
+    a, v, b = centred(suspect), centred(natural), centred(served)
+    unit = v / v.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    a = a - (a * unit).sum(1, keepdim=True) * unit
+    norms = a.norm(dim=1) * b.norm(dim=1)
+    untied = served[rest].view(n, k - 1).max(1).values < served.max(1).values
+    usable = untied & (norms > 1e-12)
+    return (a * b).sum(1)[usable] / norms[usable]
+
+
+def p_value(r: Tensor, classes: int) -> float:
+    """Bernstein's upper bound on P(S >= observed) for innocent suspects (see the module)."""
+    scale = math.sqrt(classes - 2)
+    s = scale * float(r.sum())
+    if s <= 0:
+        return 1.0
+    return min(1.0, math.exp(-(s * s) / (2 * (len(r) + scale * s / 3))))
+
+
+def runner_up_matches(suspect: Tensor, served: Tensor) -> int:
+    """Images where the suspect's runner-up is the served one (shown beside the test)."""
+    return int((suspect.topk(2, -1).indices[:, 1] == served.topk(2, -1).indices[:, 1]).sum())

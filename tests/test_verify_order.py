@@ -1,0 +1,130 @@
+"""The order test behind `scramble` (verify_order.py): by hand, its null, and through the black box."""
+
+import math
+
+import pytest
+import torch
+from scipy.stats import binom
+
+from divqat.blackbox import BlackBoxVictim
+from divqat.defenses import create_defense
+from divqat.defenses.watermark import Record
+from divqat.verify import verify
+from divqat.verify_order import correlations, p_value
+
+K = 10
+
+
+@pytest.fixture
+def scramble(tmp_path):
+    (tmp_path / "s.key").write_bytes(bytes(range(32)))
+    return create_defense("scramble", {"secret_file": str(tmp_path / "s.key")})
+
+
+def images(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.nn.functional.interpolate(torch.rand(n, 1, 7, 7, generator=g), size=28, mode="bilinear")
+    return (coarse + 0.05 * torch.rand(n, 1, 28, 28, generator=g)).clamp(0, 1)
+
+
+def answers(x):
+    """A stand-in victim: soft, deterministic probabilities from the pixels."""
+    return torch.softmax(x.flatten(1)[:, :K] * 8, -1)
+
+
+def test_the_correlation_and_the_bound_by_hand():
+    # Row 0, classes other than the top-1 (0): served b = [.1, .2, 0], victim v = [.2, .1, 0],
+    # suspect a = [.3, .5, .1]. Centred: b = [0, .1, -.1], v = [.1, 0, -.1], a = [0, .2, -.2];
+    # a minus its part along v: [-.1, .2, -.1]; r = .03 / sqrt(.06 * .02) = sqrt(3) / 2.
+    served = torch.tensor([[0.7, 0.1, 0.2, 0.0], [0.4, 0.4, 0.2, 0.0]])  # row 1: runner-up tied, left out
+    natural = torch.tensor([[0.7, 0.2, 0.1, 0.0], [0.4, 0.4, 0.2, 0.0]])
+    suspect = torch.tensor([[0.1, 0.3, 0.5, 0.1], [0.1, 0.3, 0.5, 0.1]])
+    r = correlations(suspect, natural, served)
+    assert r.tolist() == pytest.approx([math.sqrt(3) / 2])
+    # S = sqrt(8) (0.5 + 0.5) for K = 10; Bernstein: exp(-S^2 / (2 (n + sqrt(8) S / 3))).
+    assert p_value(torch.tensor([0.5, 0.5]), 10) == pytest.approx(math.exp(-8 / (2 * (2 + 8 / 3))))
+    assert p_value(torch.tensor([-0.5, 0.1]), 10) == 1.0
+
+
+def test_innocents_meet_the_null_whatever_they_are():
+    """For a fixed suspect and victim, a uniformly permuted served order gives r of mean 0 and
+    variance 1 / (K - 2), and the bound flags at most the stated rate (it is conservative)."""
+    g = torch.Generator().manual_seed(0)
+    natural = torch.softmax(3 * torch.randn(400, 30, K, generator=g), -1)
+    suspect = natural + 0.05 * torch.rand(400, 30, K, generator=g)  # an innocent much like the victim
+    flagged, rs = 0, []
+    for own, sus in zip(natural, suspect, strict=True):
+        served = own.clone()
+        top = own.argmax(-1)
+        for i in range(len(own)):
+            rest = [c for c in range(K) if c != top[i]]
+            served[i, rest] = own[i, rest][torch.randperm(K - 1, generator=g)]
+        r = correlations(sus, own, served)
+        rs.append(r)
+        flagged += p_value(r, K) < 0.05
+    r = torch.cat(rs)
+    assert abs(float(r.mean())) < 4 * math.sqrt(1 / (K - 2) / len(r))
+    assert float(r.var()) == pytest.approx(1 / (K - 2), rel=0.06)
+    assert flagged <= binom.ppf(1 - 1e-6, 400, 0.05)
+
+
+def test_a_clone_of_the_scrambled_answers_is_verified_and_innocents_are_not(scramble, tmp_path):
+    x = images(3000, seed=1)
+    victim = BlackBoxVictim(answers, 10_000, [scramble])
+    told = victim.query(x)
+    orders = victim.record.orders
+    assert len(victim.record) == 0 and 100 < len(orders) <= len(x)  # one row per code
+    t = orders.tensors()
+    assert torch.equal(t["served"], scramble(t["natural"], t["images"])) and torch.equal(
+        t["natural"], answers(t["images"])
+    )
+    path = tmp_path / "r.safetensors"
+    victim.record.save(path)
+    assert torch.equal(Record.load(path).orders.tensors()["served"], t["served"])
+
+    def clone(weight):  # a soft clone learns a little of the served order on the images it saw
+        def answer(batch):
+            hits = (batch[:, None] == x[None]).flatten(2).all(-1)
+            out = answers(batch)
+            seen = hits.any(1)
+            out[seen] = weight * told[hits[seen].float().argmax(1)] + (1 - weight) * out[seen]
+            return out
+
+        return answer
+
+    for weight in (1.0, 0.2):
+        (verdict,) = verify(clone(weight), {"thief": victim.record}, max_queries=500)["accounts"]
+        assert verdict["test"] == "order" and verdict["stolen"] and verdict["asked"] == 500, verdict
+    flatten = create_defense("flatten")
+    innocents = [answers, lambda b: flatten(answers(b), b), lambda b: torch.rand(len(b), K)]
+    for innocent in innocents:
+        (verdict,) = verify(innocent, {"thief": victim.record})["accounts"]
+        assert not verdict["stolen"] and verdict["p_value"] > 1e-3, verdict
+
+
+def test_rows_a_later_defense_changed_are_not_recorded(scramble, tmp_path):
+    (tmp_path / "w.key").write_bytes(bytes(range(40, 72)))
+    mark = create_defense("watermark", {"rate": 0.2, "secret_file": str(tmp_path / "w.key")})
+    victim = BlackBoxVictim(answers, 10_000, [scramble, mark])
+    x = images(1000, seed=2)
+    told = victim.query(x)
+    record = victim.record
+    assert len(record) > 20 and len(record.orders) > 20
+    t = record.orders.tensors()
+    marked = record.tensors()["images"]
+    assert not (t["images"][:, None] == marked[None]).flatten(2).all(-1).any()  # a watermarked answer is no order
+    rows = [int((x == im).flatten(1).all(1).nonzero()[0]) for im in t["images"]]
+    assert torch.equal(told[rows], t["served"])
+
+
+def test_a_theft_behind_scramble_is_verified_in_its_result(scramble, tiny_splits):
+    """A grid's attack job tests its own clone against the orders its thief was told."""
+    from divqat.configs import AttackConfig
+    from divqat.extraction import steal
+
+    record = Record()
+    _, result = steal(answers, tiny_splits, AttackConfig(pool="in", budget=200, epochs=1), defenses=(scramble,),
+                      record=record)  # fmt: skip
+    assert len(record.orders) > 20 and result["watermarked_answers"] == 0
+    assert {"order_p_value", "order_stolen", "order_asked", "order_mean_correlation"} <= result.keys()
+    assert "watermark_p_value" not in result
