@@ -129,9 +129,9 @@ def verified(surrogate: nn.Module, record: Record) -> dict:
     and `order_*` (scramble's orders), each from at most 1,000 of its queries; nothing without either."""
     if not record.told:
         return {}
-    tests = verify(lambda x: predict_proba(surrogate, x), {"thief": record}, max_queries=1000 * (1 + (
-        len(record) > 0 and len(record.orders) > 0)))["accounts"]  # fmt: skip
-    return {f"{t['test']}_{k}": v for t in tests for k, v in t.items() if k not in ("account", "test")}
+    tests = (len(record) > 0) + (len(record.orders) > 0)  # each its own 1,000 queries
+    verdicts = verify(lambda x: predict_proba(surrogate, x), {"thief": record}, max_queries=1000 * tests)["accounts"]
+    return {f"{t['test']}_{k}": v for t in verdicts for k, v in t.items() if k not in ("account", "test")}
 
 
 def run_attack(

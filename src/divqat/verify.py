@@ -86,7 +86,8 @@ def verify(
             break
         t = record.tensors()
         ask = t["images"][:n]
-        classes = t["served"].shape[1] if test == "order" else record.classes or int(t["mark"].max()) + 1
+        classes = (t["served"].shape[1] if test == "order"
+                   else record.classes or int(max(t["mark"].max(), t["top1"].max())) + 1)  # fmt: skip
         answers = torch.cat([check_answers(suspect(b), len(b), classes) for b in ask.split(batch_size)])
         spent += n
         verdict = watermark_verdict if test == "watermark" else order_verdict
