@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -312,3 +313,18 @@ def test_plugin_registrations_reach_the_cli(capsys, tmp_path, tiny_root):
     assert_one_line_error(code, err, "no such file")
     code, err = run_cli(capsys, "--plugin", "no_such_module_xyz", "list")
     assert_one_line_error(code, err, "failed to import")
+
+
+def test_divqat_secret_writes_a_private_file_and_never_overwrites_one(fp_run, tiny_root, tmp_path, capsys):
+    path = tmp_path / "keys" / "wm.key"
+    assert main(["secret", str(path)]) == 0
+    capsys.readouterr()
+    first = path.read_bytes()
+    assert len(first) == 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert main(["secret", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "never overwritten" in err and err.count("\n") == 0 and path.read_bytes() == first
+    chosen = tmp_path / "chosen.key"
+    assert main(["secret", str(chosen), "--victim", str(fp_run), "--rate", "0.05", "--data-root", str(tiny_root)]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert len(chosen.read_bytes()) == 32 and "changes the top-1 of" in said and "training images" in said

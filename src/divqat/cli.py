@@ -189,6 +189,46 @@ def verify(
     console.print(table)
 
 
+@app.command()
+def secret(
+    out: Annotated[Path, typer.Argument(help="The secret file to write (never overwritten), e.g. runs/wm.key.")],
+    victim: Annotated[
+        Path | None, typer.Option(help="Choose a watermark secret of low benign cost on this run's training images.")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="--victim: the watermark rate the secret is for.")] = 0.005,
+    attempts: Annotated[int, typer.Option(help="--victim: secrets to draw at most.")] = 200,
+    data_root: Annotated[Path | None, typer.Option(help="Where the dataset's files are.")] = None,
+):
+    """Write a new server secret (32 random bytes, 0600) for --watermark, watermark or scramble.
+    With --victim, for a watermark: the first secret whose marks change the top-1 of at most
+    RATE x accuracy of 20,000 of the victim's own training images (never the test set)."""
+    import os
+
+    from divqat.defenses.watermark_key import choose_secret, write_secret
+
+    if out.exists():
+        raise DivqatError(f"{out} exists: a secret is never overwritten (its records would not verify)")
+    if victim is None:
+        write_secret(out, os.urandom(32))
+        console.print(f"secret written to {out}")
+        return
+    import torch
+
+    from divqat import artifacts
+    from divqat.blackbox import load_backend
+    from divqat.data import load_splits
+
+    config, _ = artifacts.load_config(victim)
+    own = load_splits(config.dataset, data_root).victim_train
+    images, labels = own.images[:20_000], own.labels[:20_000]
+    answer = load_backend(victim, "onnx")
+    probs = torch.cat([answer(batch) for batch in images.split(2048)])
+    chosen, cost, tried = choose_secret(rate, probs, images, labels, attempts)
+    write_secret(out, chosen)
+    console.print(f"secret written to {out}: its watermark at rate {rate:g} changes the top-1 of {100 * cost:.3f} % "
+                  f"of {len(images)} of the victim's training images (secret {tried} of {attempts} drawn)")  # fmt: skip
+
+
 def load_records(db: Path | None, keys: list[str], files: list[Path]) -> dict:
     """Each account's record: keys of a served database (all, or those named), and grid records."""
     from divqat.defenses.watermark import Record

@@ -6,7 +6,7 @@ directions drawn from the secret, each projection cut into steps of `STEP`; its 
 HMAC-SHA-256 of those cells under the secret. Asking the same picture again (from any key,
 after a restart) gives the same digest; images that look alike at that scale share it.
 
-The secret is read from a file (at least 16 bytes; e.g. `head -c 32 /dev/urandom > runs/wm.key`)
+The secret is read from a file (at least 16 bytes; `divqat secret runs/wm.key` makes one)
 and never appears in an answer, a parameter list, a log or a result file: only its path does.
 """
 
@@ -30,7 +30,7 @@ def read_secret(path: str, defense: str) -> bytes:
     if not path:
         raise DivqatError(
             f"defense {defense!r} needs a secret: secret_file=PATH, a file of at least 16 random bytes "
-            "(e.g. head -c 32 /dev/urandom > runs/wm.key)"
+            "(divqat secret runs/wm.key makes one)"
         )
     try:
         secret = Path(path).read_bytes()
@@ -50,6 +50,15 @@ class ImageKey:
     def __init__(self, secret_file: str, defense: str):
         self._secret = read_secret(secret_file, defense)
         self._directions: Tensor | None = None
+
+    @classmethod
+    def of(cls, secret: bytes) -> "ImageKey":
+        """A key from the secret's bytes themselves (choosing one: defenses/watermark_key.py)."""
+        if len(secret) < MIN_SECRET_BYTES:
+            raise DivqatError(f"a secret is at least {MIN_SECRET_BYTES} bytes")
+        key = cls.__new__(cls)
+        key._secret, key._directions = secret, None
+        return key
 
     def __repr__(self) -> str:  # never the secret
         return "ImageKey(...)"

@@ -45,6 +45,11 @@ class Marks:
     classes: int  # K, the victim's number of classes
 
 
+def is_selected(digest: bytes, rate: float) -> bool:
+    """Whether a code of this digest is watermarked: a fraction `rate` of digests."""
+    return int.from_bytes(digest[:8], "little") < rate * 2**64
+
+
 @register_defense("watermark")
 @dataclass
 class Watermark(Defense):
@@ -72,7 +77,7 @@ class Watermark(Defense):
         if k < 2:
             raise DivqatError("defense 'watermark' needs at least 2 classes")
         digests = self._key.digests(images)
-        chosen = [int.from_bytes(digest[:8], "little") < self.rate * 2**64 for digest in digests]
+        chosen = [is_selected(digest, self.rate) for digest in digests]
         selected = torch.tensor(chosen, dtype=torch.bool)
         picked = [d for d, c in zip(digests, chosen, strict=True) if c]
         offsets = torch.tensor([int.from_bytes(d[8:16], "little") % (k - 1) for d in picked], dtype=torch.long)
