@@ -1,6 +1,6 @@
 """Does `scramble` mark every soft-label clone? `divqat verify`'s order test on configs/insiders.yaml's clones.
 
-    python benchmarks/scramble_verify.py --grid runs/insiders --probes 1000
+    python benchmarks/scramble_verify.py --grid runs/insiders --probes 1000 --plot docs/order-detection.png
 
 `scramble` (defenses/dark_knowledge.py) answers every image with the victim's top-1 and its
 probability, and the other classes in a keyed order. Each clone's account is rebuilt from the
@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=1000)
     parser.add_argument("--fresh", action="store_true", help="ask test images, not the account's")
     parser.add_argument("--wash", action="store_true", help="also wash the outlier-aware victim's marked clones")
+    parser.add_argument("--plot", type=Path, default=None, help="write detection against clone accuracy here")
     parser.add_argument("--secret", type=Path, default=Path("runs/watermark.key"), help="scramble's, as in the grid")
     parser.add_argument("--data-root", type=Path, default=None)
     args = parser.parse_args()
@@ -86,6 +87,7 @@ def main() -> None:
         (verdict,) = verify(lambda x, m=model: predict_proba(m, x), {"account": record},
                             significance=SIGNIFICANCE, max_queries=args.probes)["accounts"]  # fmt: skip
         gap = 100 * (result["victim_accuracy"] - result["surrogate_accuracy"])
+        verdict["clone_accuracy"] = 100 * result["surrogate_accuracy"]
         where = "whole split" if config.pool == "in" else f"N = {config.in_seeds}"
         groups.setdefault(group_of(result), []).append((config.seed, verdict | {"gap": gap, "where": where}))
         if args.wash and "scramble" in group_of(result) and result["victim_beta"] > 0 and (
@@ -114,6 +116,8 @@ def main() -> None:
                 print(f"{name}, seed {seed}: {sum(v['stolen'] for v in got)} / {len(got)}, "
                       f"largest p {max(v['p_value'] for v in got):.1e}, "
                       f"mean r {sum(v['mean_correlation'] for v in got) / len(got):.3f}")  # fmt: skip
+    if args.plot:
+        plot(groups, args.plot)
     if washes:
         print("\n| wash (outlier-aware victim behind scramble, soft thief) | thief | clone acc % | verified | p |")
         print("| --- | --- | --- | --- | --- |")
@@ -124,6 +128,30 @@ def main() -> None:
                 print(f"| {name} | {where} | {100 * accuracy.mean():.1f} +- {100 * accuracy.std():.1f} | "
                       f"{sum(p < SIGNIFICANCE for _, p in got)}/{len(got)} | "
                       f"{min(p for _, p in got):.1e} .. {max(p for _, p in got):.1e} |")  # fmt: skip
+
+
+def plot(groups: dict[str, list[tuple[int, dict]]], path: Path) -> None:
+    """-log10 p against clone accuracy, one colour per group of suspects."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (name, values) in enumerate(sorted(groups.items())):
+        x = [v["clone_accuracy"] for _, v in values]
+        y = [-math.log10(max(v["p_value"], 1e-300)) for _, v in values]
+        ax.scatter(x, y, s=12, c=f"C{i}", label=name)
+    ax.axhline(-math.log10(SIGNIFICANCE), color="k", ls="--", lw=1, label="p = 1e-6")
+    ax.set(xlabel="clone accuracy % (test set)", ylabel="-log10 p (order test, own record)",
+           title="Order test from 1,000 queries against clone accuracy")  # fmt: skip
+    ax.set_yscale("symlog")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def wash(clone, record: Record, pool: torch.Tensor, splits, seed: int) -> dict[str, tuple[float, float]]:

@@ -67,8 +67,9 @@ def verify(
 ) -> dict:
     """Verify a suspect against each account's record - its watermarked answers (the rank test
     above) and its scrambled orders (divqat/verify_order.py), each a test of its own - spending
-    at most `max_queries` of the suspect's queries in all (shared evenly between the tests, the
-    first images of each). The verdict: p < significance / tests (Bonferroni)."""
+    at most `max_queries` of the suspect's queries in all (shared between the tests, what a small
+    record leaves going to the others; the first watermarked images, the orders with the most
+    mass past the top-1). The verdict: p < significance / tests (Bonferroni)."""
     if not 0 < significance < 1:
         raise DivqatError(f"significance must be in (0, 1), got {significance}")
     if max_queries < 1:
@@ -77,14 +78,14 @@ def verify(
     tests += [(name, "order", r.orders) for name, r in records.items() if len(r.orders)]
     if not tests:
         raise DivqatError("no watermarked answers or scrambled orders in the record: nothing to verify against")
-    share = max(1, max_queries // len(tests))
     threshold = significance / len(tests)
     verdicts, spent = [], 0
-    for name, test, record in tests:
-        n = min(share, len(record), max_queries - spent)
+    for (name, test, record), n in zip(tests, shares([len(r) for *_, r in tests], max_queries), strict=True):
         if n < 1:
-            break
+            continue
         t = record.tensors()
+        if test == "order":  # the most informative rows first (a rule blind to the key)
+            t = {k: v[verify_order.most_informative(t["served"], n)] for k, v in t.items()}
         ask = t["images"][:n]
         classes = (t["served"].shape[1] if test == "order"
                    else record.classes or int(max(t["mark"].max(), t["top1"].max())) + 1)  # fmt: skip
@@ -93,6 +94,19 @@ def verify(
         verdict = watermark_verdict if test == "watermark" else order_verdict
         verdicts.append(asdict(verdict(name, answers, t, classes, threshold)))
     return {"significance": significance, "per_account_threshold": threshold, "queries": spent, "accounts": verdicts}
+
+
+def shares(sizes: list[int], budget: int) -> list[int]:
+    """Queries per test, water-filled: the smaller records first, each at most an even share of
+    what is left, so that a test with few rows (a watermark's) leaves its unused share to the others."""
+    out, left = [0] * len(sizes), budget
+    for remaining, i in zip(range(len(sizes), 0, -1), sorted(range(len(sizes)), key=lambda i: sizes[i]), strict=True):
+        out[i] = min(sizes[i], left // remaining)
+        left -= out[i]
+    for i, size in enumerate(sizes):  # fewer queries than tests: the first ones get what is left
+        extra = min(size - out[i], left)
+        out[i], left = out[i] + extra, left - extra
+    return out
 
 
 def watermark_verdict(name: str, answers: Tensor, told: dict[str, Tensor], classes: int, threshold: float) -> Verdict:

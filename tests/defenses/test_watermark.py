@@ -129,6 +129,14 @@ def test_a_clone_that_memorised_the_record_is_verified_and_innocent_models_are_n
     assert stolen["queries"] == len(record) <= 1000
 
 
+def test_the_budget_goes_where_the_records_can_use_it():
+    from divqat.verify import shares
+
+    assert shares([50, 2000], 1000) == [50, 950]  # a watermark's few rows leave their share to the orders
+    assert shares([2000, 50], 1000) == [950, 50]
+    assert shares([10, 10], 7) == [3, 4] and shares([3, 3, 3], 2) == [0, 1, 1] and shares([5], 100) == [5]
+
+
 def test_verify_spends_at_most_the_queries_it_is_given(secret):
     x = images(3000, seed=7)
     victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.1)])
