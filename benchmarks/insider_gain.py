@@ -2,6 +2,8 @@
 
     divqat run configs/insiders.yaml --out runs/insiders --jobs 2
     python benchmarks/insider_gain.py --grid runs/insiders
+    divqat run configs/confidence.yaml --out runs/confidence --jobs 2   # the confidence step, N = 500
+    python benchmarks/insider_gain.py --grid runs/confidence --ns 500 --plot runs/confidence/insiders.png
 
 The grid's thieves query the victim; this script adds, per N and seed, the no-query baseline:
 the same thief (its AttackConfig: surrogate, epochs, schedule, batch, augmentation) trained on
@@ -31,7 +33,9 @@ from divqat.train import predict_proba
 WHOLE = 10_000  # Fashion-MNIST's thief split, all of it: the grid's pool `in`
 NS = (0, 100, 300, 500, 1000, 3000, WHOLE)
 VICTIMS = {"qat": "QAT", "outlier": "outlier-aware"}
-DEFENSES = ("flatten", "scramble")  # the grid's answer-side candidates, both keeping the top-1
+# The grids' answer-side candidates, all keeping the top-1; ":2" - its probability told coarsely
+# too, log-odds rounded to steps of 2 nats (`confidence_step`).
+DEFENSES = ("flatten", "scramble", "flatten:2", "scramble:2")
 
 
 def grid_results(grid: Path) -> list[dict]:
@@ -41,12 +45,17 @@ def grid_results(grid: Path) -> list[dict]:
     rows = []
     for path in sorted(grid.glob("jobs/attack-*/result.json")):
         r = json.loads(path.read_text())
-        victim = ("qat" if r["victim_method"] == "qat" else "outlier") + "".join(f"+{d['name']}" for d in r["defenses"])
+        victim = ("qat" if r["victim_method"] == "qat" else "outlier") + "".join(map(defense_key, r["defenses"]))
         rows.append({"victim": victim, "n": WHOLE if r["pool"] == "in" else r["in_seeds"], "seed": r["seed"],
                      "thief": thief_name(r), "accuracy": 100 * r["surrogate_accuracy"]})  # fmt: skip
     top1 = [r for r in rows if r["thief"] == "top-1"]
     defended = {r["victim"] for r in rows if "+" in r["victim"]}
     return rows + [{**r, "victim": v} for v in sorted(defended) for r in top1 if v.startswith(r["victim"] + "+")]
+
+
+def defense_key(defense: dict) -> str:
+    step = defense.get("confidence_step", 0)
+    return f"+{defense['name']}" + (f":{step:g}" if step else "")
 
 
 def thief_name(r: dict) -> str:
@@ -68,12 +77,12 @@ def baseline(splits, n: int, seed: int, augment: bool) -> float:
     return 100 * metrics.accuracy(predict_proba(model, splits.test.images), splits.test.labels)
 
 
-def baselines(grid: Path, seeds, data_root) -> list[dict]:
+def baselines(grid: Path, seeds, data_root, ns=NS) -> list[dict]:
     out = grid / "baseline"
     out.mkdir(exist_ok=True)
     splits = None
     rows = []
-    for n in (n for n in NS if n):
+    for n in (n for n in ns if n):
         for seed in seeds:
             for augment in (False, True):
                 path = out / f"{n}-{seed}-{int(augment)}.json"
@@ -111,15 +120,15 @@ def victims_of(rows) -> list[str]:
 
 def shown(victim: str) -> str:
     base, *defense = victim.split("+")
-    return VICTIMS[base] + "".join(f" + {d}" for d in defense)
+    return VICTIMS[base] + "".join(f" + {d}".replace(":", ", confidence step ") for d in defense)
 
 
-def table(rows) -> str:
+def table(rows, ns=NS) -> str:
     """Per N: the baseline, then per victim its best thief and its gain over the baseline."""
     victims = victims_of(rows)
     headers = ["N", "no-query baseline", *(f"{shown(v)}: best thief (gain)" for v in victims)]
     lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    for n in NS:
+    for n in ns:
         base = best_per_seed(rows, "baseline", n) if n else {s: 10.0 for s in range(100)}  # N = 0: chance
         cells = [f"{n:,}" + (" (whole split)" if n == WHOLE else ""), pm(base.values()) if n else "10.0 (chance)"]
         for v in victims:
@@ -130,11 +139,11 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def deltas(rows) -> str:
+def deltas(rows, ns=NS) -> str:
     """Each victim's best thief minus QAT's, paired by seed."""
     victims = [v for v in victims_of(rows) if v != "qat"]
     lines = ["| N | " + " | ".join(f"{shown(v)} - QAT" for v in victims) + " |", "|" + " --- |" * (len(victims) + 1)]
-    for n in NS:
+    for n in ns:
         qat = best_per_seed(rows, "qat", n)
         cells = []
         for v in victims:
@@ -144,27 +153,27 @@ def deltas(rows) -> str:
     return "\n".join(lines)
 
 
-def thief_table(rows) -> str:
+def thief_table(rows, ns=NS) -> str:
     thieves = sorted({r["thief"] for r in rows if r["victim"] != "baseline"})
     lines = ["| N | victim | " + " | ".join(thieves) + " |", "|" + " --- |" * (len(thieves) + 2)]
-    for n in NS:
+    for n in ns:
         for v in victims_of(rows):
             cells = [pm(r["accuracy"] for r in rows if (r["victim"], r["n"], r["thief"]) == (v, n, t)) for t in thieves]
             lines.append(f"| {n:,} | {shown(v)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(rows, path: Path) -> None:
+def plot(rows, path: Path, ns=NS) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    xs = [max(n, 30) for n in NS]  # N = 0 drawn at the left edge of a log axis
+    xs = [max(n, 30) for n in ns]  # N = 0 drawn at the left edge of a log axis
     for victim in [*victims_of(rows), "baseline"]:
         means, stds = [], []
-        for n in NS:
+        for n in ns:
             values = list(best_per_seed(rows, victim, n).values()) or [10.0]
             means.append(statistics.mean(values))
             stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -172,7 +181,7 @@ def plot(rows, path: Path) -> None:
         style = "--" if victim == "baseline" else ":" if "+" in victim else "-"
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label, linestyle=style)
     ax.set_xscale("log")
-    ax.set_xticks(xs, ["0"] + [f"{n:,}" for n in NS[1:]])
+    ax.set_xticks(xs, [f"{n:,}" for n in ns])
     ax.set_xlabel("in-distribution images the thief holds (N), + the digits pool, 10k queries")
     ax.set_ylabel("best thief's test accuracy, %")
     ax.set_title("What the victim gives an insider thief (3 seeds, mean ± std)")
@@ -205,8 +214,12 @@ def benign_costs(grid: Path, data_root, secret: Path) -> str:
 
     test = load_splits("fashion-mnist", data_root).test
     shifted = benign_shifts(test.images)
-    chains = {"none": None, "flatten": create_defense("flatten"),
-              "scramble": create_defense("scramble", {"secret_file": str(secret)})}  # fmt: skip
+    chains = {"none": None}
+    for name in DEFENSES:
+        defense, _, step = name.partition(":")
+        params = {"secret_file": str(secret)} if defense == "scramble" else {}
+        params["confidence_step"] = step or 0
+        chains[name.replace(":", ", confidence step ")] = create_defense(defense, params)
     measured: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     for run in sorted(grid.glob("jobs/victim-*")):
         victim = "qat" if read_json(run / "metrics.json")["method"] == "qat" else "outlier"
@@ -240,16 +253,17 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=Path("docs/insiders.png"))
     parser.add_argument("--secret", type=Path, default=Path("runs/watermark.key"), help="scramble's, as in the grid")
+    parser.add_argument("--ns", type=int, nargs="+", default=list(NS), help="the N the grid ran (default: all)")
     args = parser.parse_args()
-    rows = grid_results(args.grid) + baselines(args.grid, args.seeds, args.data_root)
-    print(table(rows))
+    rows = grid_results(args.grid) + baselines(args.grid, args.seeds, args.data_root, args.ns)
+    print(table(rows, args.ns))
     print()
-    print(deltas(rows))
+    print(deltas(rows, args.ns))
     print()
-    print(thief_table(rows))
+    print(thief_table(rows, args.ns))
     print()
     print(benign_costs(args.grid, args.data_root, args.secret))
-    plot(rows, args.plot)
+    plot(rows, args.plot, args.ns)
     print(f"\nplot: {args.plot}")
 
 

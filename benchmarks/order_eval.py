@@ -35,7 +35,12 @@ def suspect_of(job: dict, splits):
 
 def thief(job: dict) -> str:
     pool = f"{job['pool']} + {job['in_seeds']} in-distribution" if job["in_seeds"] else job["pool"]
-    return f"{job['attack']}, {pool}, {'top-1' if job['labels'] == 'hard' else 'soft'}"
+    adaptive = [
+        f"drops answers below {job['confidence_tau']:g}" if job.get("confidence_tau") else "",
+        f"mean of {job['smoothing']} augmented copies" if job.get("smoothing", 1) > 1 else "",
+        f"asks twice (noise {job['consistency_noise']:g}), drops disagreements" if job.get("consistency_noise") else "",
+    ]
+    return ", ".join([job["attack"], pool, "top-1" if job["labels"] == "hard" else "soft", *filter(None, adaptive)])
 
 
 def main() -> None:

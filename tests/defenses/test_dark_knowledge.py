@@ -40,3 +40,35 @@ def test_scramble_keeps_the_top_and_its_probability_and_permutes_the_rest(secret
     assert torch.equal(create_defense("scramble", {"secret_file": secret})(probs, images), out)
     with pytest.raises(DivqatError, match="defense 'scramble' needs a secret"):
         create_defense("scramble")
+
+
+def test_confidence_step_by_hand():
+    flatten = create_defense("flatten", {"keep": 10, "confidence_step": 2})  # keep all: only the rounding
+    out = flatten(torch.tensor([[0.6, 0.3, 0.1], [0.55, 0.45, 0.0], [1.0, 0.0, 0.0], [0.0, 0.02, 0.98]]), None)
+    # log-odds 0.405 rounds to 0: the top told 0.5, the rest rescaled; 0.55 would tie 0.45 at 0.5:
+    # kept exact; a certain answer kept; log-odds 3.89 rounds to 4: 0.9820, the 0.02 rescaled.
+    told = torch.sigmoid(torch.tensor(4.0)).item()
+    expected = torch.tensor([[0.5, 0.375, 0.125], [0.55, 0.45, 0.0], [1.0, 0.0, 0.0], [0.0, 1 - told, told]])
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_confidence_step_keeps_the_top1_and_tells_levels(secret):
+    g = torch.Generator().manual_seed(1)
+    probs = torch.softmax(4 * torch.randn(2000, 10, generator=g), -1)
+    images = torch.rand(2000, 1, 28, 28, generator=g)
+    for defense in (create_defense("flatten", {"confidence_step": 2}),
+                    create_defense("scramble", {"secret_file": secret, "confidence_step": 2})):  # fmt: skip
+        out = defense(probs, images)
+        assert torch.equal(out.argmax(-1), probs.argmax(-1))
+        assert torch.allclose(out.sum(-1), torch.ones(2000), atol=1e-5)
+        top = out.max(-1).values.double()
+        levels = torch.log(top) - torch.log1p(-top)
+        rounded = (levels / 2 - torch.round(levels / 2)).abs() < 1e-3
+        exact = top == probs.max(-1).values.double()
+        shown = top < 0.99  # float32 tells levels apart below that
+        assert (rounded | exact)[shown].all() and rounded[shown].float().mean() > 0.9  # but where a tie was near
+    scrambled = create_defense("scramble", {"secret_file": secret, "confidence_step": 2})(probs, images)
+    flat = create_defense("flatten", {"confidence_step": 2})(probs, images)
+    assert torch.equal(scrambled.max(-1).values, flat.max(-1).values)  # the same top, told the same
+    with pytest.raises(DivqatError, match="confidence_step must be in"):
+        create_defense("flatten", {"confidence_step": -1})

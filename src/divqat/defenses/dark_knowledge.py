@@ -15,6 +15,13 @@ hence accuracy and calibration (expected calibration error) exactly - and remove
 What they cost: every probability past the top `keep` (a benign client's top-2 is no longer
 the victim's). Hand-computed: [0.6, 0.3, 0.1, 0.0] under flatten (keep 1) is
 [0.6, 0.1333, 0.1333, 0.1333].
+
+`confidence_step` (0: off) tells the top-1's probability coarsely too: its log-odds rounded to
+a multiple of the step (in nats), the other classes rescaled to the rest of the mass, so a
+thief reads how sure the victim is only to within a factor e^step of odds. Rounding to the
+nearest level keeps calibration close (measured: docs/divqat.md); a row where rounding would
+tie or pass the top-1 keeps its exact probability. Hand-computed: step 2, [0.6, 0.3, 0.1]:
+log-odds 0.405 rounds to 0, so [0.5, 0.375, 0.125].
 """
 
 from dataclasses import dataclass, field
@@ -32,16 +39,40 @@ def below_top(probs: Tensor, keep: int) -> Tensor:
     return probs.argsort(dim=-1, descending=True, stable=True)[:, keep:]
 
 
+def coarse_confidence(probs: Tensor, step: float) -> Tensor:
+    """The answers with the top-1's log-odds rounded to a multiple of `step`, the other classes
+    rescaled in proportion (shared equally where they held nothing); 0: the answers as they are."""
+    if not step:
+        return probs
+    p = probs.double()
+    top = p.argmax(-1, keepdim=True)
+    p_top = p.gather(1, top)
+    rest = 1 - p_top
+    logit = torch.log(p_top) - torch.log(rest)  # +inf where the top holds everything: kept
+    told = torch.where(torch.isfinite(logit), torch.sigmoid(step * torch.round(logit / step)), p_top)
+    others = p.scatter(1, top, 0.0)
+    scale = torch.where(rest > 0, (1 - told) / rest.clamp_min(1e-300), torch.zeros_like(rest))
+    even = (1 - told) / (p.shape[-1] - 1) * (rest == 0)
+    out = (others * scale + even).scatter(1, top, told)
+    second = out.scatter(1, top, -1.0).max(-1, keepdim=True).values
+    lost = (second >= told - 1e-6).squeeze(1)  # rounding down would tie the top-1 (within float32) or pass it
+    out[lost] = p[lost]
+    return out.to(probs.dtype)
+
+
 @register_defense("flatten")
 @dataclass
 class Flatten(Defense):
     keep: int = 1
+    confidence_step: float = 0.0
     keeps_argmax = True
 
     def __post_init__(self):
         check_range(self, "keep", 1, 10_000)
+        check_range(self, "confidence_step", 0.0, 20.0)
 
     def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
+        probs = coarse_confidence(probs, self.confidence_step)
         keep = min(self.keep, probs.shape[-1])
         if keep == probs.shape[-1]:
             return probs
@@ -55,12 +86,14 @@ class Flatten(Defense):
 class Scramble(Defense):
     keep: int = 1
     secret_file: str = ""
+    confidence_step: float = 0.0
     keeps_argmax = True
     uses_images = True  # the permutation is keyed by the image's coarse form
     _key: ImageKey | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self):
         check_range(self, "keep", 1, 10_000)
+        check_range(self, "confidence_step", 0.0, 20.0)
         self._key = ImageKey(self.secret_file, self.name)
 
     def fingerprint(self) -> str:
@@ -73,6 +106,7 @@ class Scramble(Defense):
         """The scrambled answers and the names of the images' codes (what a record keys them by)."""
         digests = self._key.digests(images)
         names = [ImageKey.name(d) for d in digests]
+        probs = coarse_confidence(probs, self.confidence_step)
         keep = min(self.keep, probs.shape[-1])
         if keep == probs.shape[-1]:
             return probs, names
