@@ -118,9 +118,14 @@ def victims_of(rows) -> list[str]:
     return [v for v in order if v in names]
 
 
+def shown_defense(defense: str) -> str:
+    """`flatten:2` in words: `flatten, confidence step 2`."""
+    return defense.replace(":", ", confidence step ")
+
+
 def shown(victim: str) -> str:
     base, *defense = victim.split("+")
-    return VICTIMS[base] + "".join(f" + {d}".replace(":", ", confidence step ") for d in defense)
+    return VICTIMS[base] + "".join(f" + {shown_defense(d)}" for d in defense)
 
 
 def table(rows, ns=NS) -> str:
@@ -219,7 +224,7 @@ def benign_costs(grid: Path, data_root, secret: Path) -> str:
         defense, _, step = name.partition(":")
         params = {"secret_file": str(secret)} if defense == "scramble" else {}
         params["confidence_step"] = step or 0
-        chains[name.replace(":", ", confidence step ")] = create_defense(defense, params)
+        chains[shown_defense(name)] = create_defense(defense, params)
     measured: dict[tuple[str, str], list[tuple[float, ...]]] = {}
     for run in sorted(grid.glob("jobs/victim-*")):
         victim = "qat" if read_json(run / "metrics.json")["method"] == "qat" else "outlier"

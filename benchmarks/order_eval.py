@@ -15,22 +15,18 @@ import json
 from pathlib import Path
 
 import torch
+from watermark_eval import answer_of, load_surrogate
 
-from divqat import artifacts
 from divqat.data import load_splits
 from divqat.defenses.watermark import Record
 from divqat.extraction import WATERMARK_RECORD
-from divqat.models import create_model
-from divqat.train import predict_proba
 from divqat.verify import verify
 
 SIGNIFICANCE = 1e-6
 
 
 def suspect_of(job: dict, splits):
-    model = create_model(job["surrogate"], num_classes=splits.num_classes, input_shape=splits.input_shape)
-    artifacts.load_state(model, job["dir"] / "surrogate.safetensors")
-    return lambda x: predict_proba(model, x)
+    return answer_of(load_surrogate(job["surrogate"], job["dir"], splits))
 
 
 def thief(job: dict) -> str:

@@ -23,6 +23,7 @@ import random
 from pathlib import Path
 
 import torch
+from watermark_eval import answer_of, load_surrogate
 
 from divqat import artifacts
 from divqat.blackbox import load_backend
@@ -32,8 +33,6 @@ from divqat.defenses import create_defense
 from divqat.defenses.watermark import Record
 from divqat.defenses.watermark_key import choose_secret
 from divqat.extraction import steal
-from divqat.models import create_model
-from divqat.train import predict_proba
 from divqat.verify import verify
 
 SIGNIFICANCE = 1e-6
@@ -65,10 +64,8 @@ def thief_name(config: AttackConfig) -> str:
     return f"{where}, {'top-1' if config.labels == 'hard' else 'soft'}"
 
 
-def load_model(path: Path, splits):
-    model = create_model("cnn", num_classes=splits.num_classes, input_shape=splits.input_shape)
-    artifacts.load_state(model, path)
-    return lambda x: predict_proba(model, x)
+def load_model(directory: Path, splits):
+    return answer_of(load_surrogate(ATTACK["surrogate"], directory, splits))
 
 
 def main() -> None:
@@ -102,7 +99,7 @@ def main() -> None:
                 (job / "result.json").write_text(json.dumps(result, indent=2))
             result = json.loads((job / "result.json").read_text())
             records[job.name] = Record.load(job / "record.safetensors")
-            suspect = load_model(job / "surrogate.safetensors", splits)
+            suspect = load_model(job, splits)
             verdicts = verify(suspect, {job.name: records[job.name]}, significance=SIGNIFICANCE,
                               max_queries=1000)  # fmt: skip
             by_test = {v["test"]: v for v in verdicts["accounts"]}
@@ -112,7 +109,7 @@ def main() -> None:
                          "stolen": any(v["stolen"] for v in by_test.values())})  # fmt: skip
         for job in innocent_jobs:
             if job["victim"] == str(victim_dir):
-                suspect = load_model(job["dir"] / "surrogate.safetensors", splits)
+                suspect = load_model(job["dir"], splits)
                 for name, record in records.items():  # as a suspect is verified against one account
                     result = verify(suspect, {name: record}, significance=SIGNIFICANCE, max_queries=1000)
                     flagged += any(v["stolen"] for v in result["accounts"])

@@ -60,9 +60,13 @@ def attack_jobs(results: Path) -> list[dict]:
 
 
 def load_clone(job: dict, splits) -> torch.nn.Module:
-    config = AttackConfig(**job["spec"]["attack"])
-    model = create_model(config.surrogate, num_classes=splits.num_classes, input_shape=splits.input_shape)
-    return artifacts.load_state(model, job["dir"] / "surrogate.safetensors").eval()
+    return load_surrogate(AttackConfig(**job["spec"]["attack"]).surrogate, job["dir"], splits)
+
+
+def load_surrogate(architecture: str, directory: Path, splits) -> torch.nn.Module:
+    """An attack job's stolen model (its `surrogate.safetensors`), in eval mode."""
+    model = create_model(architecture, num_classes=splits.num_classes, input_shape=splits.input_shape)
+    return artifacts.load_state(model, directory / "surrogate.safetensors").eval()
 
 
 def answer_of(model):

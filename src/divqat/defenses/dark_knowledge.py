@@ -41,19 +41,16 @@ def below_top(probs: Tensor, keep: int) -> Tensor:
 
 def coarse_confidence(probs: Tensor, step: float) -> Tensor:
     """The answers with the top-1's log-odds rounded to a multiple of `step`, the other classes
-    rescaled in proportion (shared equally where they held nothing); 0: the answers as they are."""
+    rescaled in proportion; 0: the answers as they are."""
     if not step:
         return probs
     p = probs.double()
     top = p.argmax(-1, keepdim=True)
     p_top = p.gather(1, top)
     rest = 1 - p_top
-    logit = torch.log(p_top) - torch.log(rest)  # +inf where the top holds everything: kept
+    logit = torch.log(p_top) - torch.log(rest)  # +inf where the top holds everything: kept, 1 - told = 0
     told = torch.where(torch.isfinite(logit), torch.sigmoid(step * torch.round(logit / step)), p_top)
-    others = p.scatter(1, top, 0.0)
-    scale = torch.where(rest > 0, (1 - told) / rest.clamp_min(1e-300), torch.zeros_like(rest))
-    even = (1 - told) / (p.shape[-1] - 1) * (rest == 0)
-    out = (others * scale + even).scatter(1, top, told)
+    out = (p.scatter(1, top, 0.0) * (1 - told) / rest.clamp_min(1e-300)).scatter(1, top, told)
     second = out.scatter(1, top, -1.0).max(-1, keepdim=True).values
     lost = (second >= told - 1e-6).squeeze(1)  # rounding down would tie the top-1 (within float32) or pass it
     out[lost] = p[lost]
