@@ -10,9 +10,10 @@ the same thief (its AttackConfig: surrogate, epochs, schedule, batch, augmentati
 those N images with their true labels and no query at all - the same N images the grid's thief
 of that seed mixed into its pool (`with_in_distribution`), drawn up to the same 10,000 training
 samples with augmented copies (`augmented_sample`, as the thief's pool is drawn). The gain of a
-victim at N: its best thief minus the best baseline, paired by seed. Baselines are written to
-GRID/baseline/N-SEED-AUG.json (resumable); the table goes to stdout as markdown, the plot to
-docs/insiders.png. Threads: one per process, as each grid job has under --jobs 2.
+victim at N: its best thief minus the best baseline, paired by seed; a grid whose thieves smooth
+their targets (label_smoothing) gets baselines trained on the same smoothed labels too. Baselines
+are written to GRID/baseline/N-SEED-AUG[-lsEPS].json (resumable); the table goes to stdout as
+markdown, the plot to docs/insiders.png. Threads: one per process, as each grid job has under --jobs 2.
 """
 
 import argparse
@@ -47,8 +48,9 @@ def grid_results(grid: Path) -> list[dict]:
         r = json.loads(path.read_text())
         victim = ("qat" if r["victim_method"] == "qat" else "outlier") + "".join(map(defense_key, r["defenses"]))
         rows.append({"victim": victim, "n": WHOLE if r["pool"] == "in" else r["in_seeds"], "seed": r["seed"],
-                     "thief": thief_name(r), "accuracy": 100 * r["surrogate_accuracy"]})  # fmt: skip
-    top1 = [r for r in rows if r["thief"] == "top-1"]
+                     "thief": thief_name(r), "accuracy": 100 * r["surrogate_accuracy"],
+                     "label_smoothing": r.get("label_smoothing", 0.0)})  # fmt: skip
+    top1 = [r for r in rows if r["thief"].startswith("top-1")]
     defended = {r["victim"] for r in rows if "+" in r["victim"]}
     return rows + [{**r, "victim": v} for v in sorted(defended) for r in top1 if v.startswith(r["victim"] + "+")]
 
@@ -59,14 +61,19 @@ def defense_key(defense: dict) -> str:
 
 
 def thief_name(r: dict) -> str:
-    return {"soft": "soft", "hard": "top-1"}[r["labels"]] + (" + augment" if r["augment"] else "")
+    eps = r.get("label_smoothing", 0.0)
+    return (
+        {"soft": "soft", "hard": "top-1"}[r["labels"]]
+        + (" + augment" if r["augment"] else "")
+        + (f" + label smoothing {eps:g}" if eps else "")
+    )
 
 
-def baseline(splits, n: int, seed: int, augment: bool) -> float:
+def baseline(splits, n: int, seed: int, augment: bool, label_smoothing: float = 0.0) -> float:
     """The grid thief's recipe on n true-labelled images of its own split, no query."""
     torch.set_num_threads(1)
     config = AttackConfig(attack="knockoff", budget=10_000, surrogate="cnn", epochs=10, schedule="constant",
-                          augment=augment, seed=seed)  # fmt: skip
+                          augment=augment, seed=seed, label_smoothing=label_smoothing)  # fmt: skip
     held = in_distribution_seeds(splits.thief_pool, n, seed)  # the grid's thief of this seed holds these
     images, labels = held.images, held.labels
     generator = torch.Generator().manual_seed(seed)
@@ -77,22 +84,27 @@ def baseline(splits, n: int, seed: int, augment: bool) -> float:
     return 100 * metrics.accuracy(predict_proba(model, splits.test.images), splits.test.labels)
 
 
-def baselines(grid: Path, seeds, data_root, ns=NS) -> list[dict]:
+def baselines(grid: Path, seeds, data_root, ns=NS, smoothings=()) -> list[dict]:
+    """The no-query baselines, plain and augmented, and without augmentation for each label
+    smoothing the grid's thieves use."""
     out = grid / "baseline"
     out.mkdir(exist_ok=True)
     splits = None
     rows = []
+    recipes = [(False, 0.0), (True, 0.0), *((False, eps) for eps in sorted(set(smoothings) - {0.0}))]
     for n in (n for n in ns if n):
         for seed in seeds:
-            for augment in (False, True):
-                path = out / f"{n}-{seed}-{int(augment)}.json"
+            for augment, eps in recipes:
+                path = out / (f"{n}-{seed}-{int(augment)}" + (f"-ls{eps:g}" if eps else "") + ".json")
                 if not path.is_file():
                     splits = splits or load_splits("fashion-mnist", data_root)
-                    accuracy = baseline(splits, n, seed, augment)
-                    path.write_text(json.dumps({"n": n, "seed": seed, "augment": augment, "accuracy": accuracy}))
-                    print(f"baseline N={n} seed={seed} augment={augment}: {accuracy:.2f}", flush=True)
+                    accuracy = baseline(splits, n, seed, augment, eps)
+                    path.write_text(json.dumps({"n": n, "seed": seed, "augment": augment, "label_smoothing": eps,
+                                                "accuracy": accuracy}))  # fmt: skip
+                    print(f"baseline N={n} seed={seed} augment={augment} eps={eps:g}: {accuracy:.2f}", flush=True)
                 r = json.loads(path.read_text())
                 thief = "true labels" + (" + augment" if augment else "")
+                thief += f" + label smoothing {eps:g}" if eps else ""
                 rows.append({"victim": "baseline", "n": n, "seed": seed, "thief": thief, "accuracy": r["accuracy"]})
     return rows
 
@@ -260,7 +272,9 @@ def main() -> None:
     parser.add_argument("--secret", type=Path, default=Path("runs/watermark.key"), help="scramble's, as in the grid")
     parser.add_argument("--ns", type=int, nargs="+", default=list(NS), help="the N the grid ran (default: all)")
     args = parser.parse_args()
-    rows = grid_results(args.grid) + baselines(args.grid, args.seeds, args.data_root, args.ns)
+    thieves = grid_results(args.grid)
+    smoothings = {r["label_smoothing"] for r in thieves}
+    rows = thieves + baselines(args.grid, args.seeds, args.data_root, args.ns, smoothings)
     print(table(rows, args.ns))
     print()
     print(deltas(rows, args.ns))

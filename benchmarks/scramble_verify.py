@@ -25,12 +25,11 @@ import json
 from pathlib import Path
 
 import torch
-from watermark_eval import prune, relabel_train, requantize
+from watermark_eval import load_surrogate, prune, relabel_train, requantize
 
-from divqat import artifacts
 from divqat.blackbox import load_backend
 from divqat.blackbox.victim import defend
-from divqat.configs import AttackConfig, field_names
+from divqat.configs import LATER_KNOBS, AttackConfig, field_names
 from divqat.data import load_splits
 from divqat.data.augment import sample_with_augmentation
 from divqat.defenses import create_defense
@@ -78,12 +77,12 @@ def main() -> None:
     groups: dict[str, list[tuple[int, dict]]] = {}
     for path in sorted(args.grid.glob("jobs/attack-*/result.json")):
         result = json.loads(path.read_text())
-        config = AttackConfig(**{k: result[k] for k in field_names(AttackConfig)})
+        known = {**LATER_KNOBS, **result}  # a job finished before a knob was added ran at its default
+        config = AttackConfig(**{k: known[k] for k in field_names(AttackConfig)})
         victim = victims.setdefault(result["victim"], load_backend(Path(result["victim"]), "onnx"))
         asked = splits.test.images if args.fresh else account_queries(config, splits)
         record = told(victim, scramble, asked)
-        model = create_model(config.surrogate, num_classes=splits.num_classes, input_shape=splits.input_shape)
-        artifacts.load_state(model, path.parent / "surrogate.safetensors")
+        model = load_surrogate(config.surrogate, path.parent, splits)
         (verdict,) = verify(lambda x, m=model: predict_proba(m, x), {"account": record},
                             significance=SIGNIFICANCE, max_queries=args.probes)["accounts"]  # fmt: skip
         gap = 100 * (result["victim_accuracy"] - result["surrogate_accuracy"])

@@ -23,7 +23,7 @@ VICTIM = dict(
 ATTACK = dict(
     attack="jbda", params={"seed_size": 50, "step": 0.2}, pool="photos", budget=123, labels="hard", surrogate="cnn",
     epochs=3, lr=5e-4, batch_size=32, schedule="constant", seed=5, augment=True, confidence_tau=0.5,
-    confidence_mode="weight", smoothing=2, in_seeds=10, consistency_noise=0.02,
+    confidence_mode="weight", smoothing=2, in_seeds=10, consistency_noise=0.02, label_smoothing=0.1,
 )  # fmt: skip
 
 
@@ -126,7 +126,7 @@ def test_a_bad_value_names_its_field(cls, fields, field):
 # (beta is left out: reverse sigmoid's and DCP's own parameter has the same name.)
 KNOBS = {"alpha", "divergence", "non_target", "logq_floor", "hinge", "warmup", "outlier_loss", "outliers", "distill"}
 KNOBS |= {"confidence_tau", "confidence_mode", "smoothing", "in_seeds", "augment", "fp_epochs", "fp_lr", "train_limit"}
-KNOBS |= {"consistency_noise"}
+KNOBS |= {"consistency_noise", "label_smoothing"}
 
 
 def definitions() -> dict[str, list[str]]:

@@ -10,7 +10,7 @@ from divqat.blackbox import BlackBoxVictim
 from divqat.defenses import create_defense
 from divqat.defenses.watermark import Record
 from divqat.verify import verify
-from divqat.verify_order import correlations, p_value
+from divqat.verify_order import correlations, most_informative, p_value, stratified_p_value
 
 K = 10
 
@@ -44,6 +44,26 @@ def test_the_correlation_and_the_bound_by_hand():
     # S = sqrt(8) (0.5 + 0.5) for K = 10; Bernstein: exp(-S^2 / (2 (n + sqrt(8) S / 3))).
     assert p_value(torch.tensor([0.5, 0.5]), 10) == pytest.approx(math.exp(-8 / (2 * (2 + 8 / 3))))
     assert p_value(torch.tensor([-0.5, 0.1]), 10) == 1.0
+
+
+def test_the_rows_asked_by_hand():
+    # tops 0.9, 0.3, 0.6, 0.4, 0.8, 0.5 (the rest shared); sorted by top: rows 1, 3, 5, 2, 4, 0
+    tops = torch.tensor([0.9, 0.3, 0.6, 0.4, 0.8, 0.5])
+    served = torch.cat([tops[:, None], ((1 - tops) / 3)[:, None].expand(-1, 3)], 1)
+    assert most_informative(served, 3).tolist() == [1, 3, 5]  # the most mass past the top-1
+    # two strata, {1, 3, 5} and {2, 4, 0}: two rows from the first, one from the second
+    assert most_informative(served, 3, strata=2).tolist() == [1, 3, 2]
+    assert most_informative(served, 3, strata=3).tolist() == [1, 5, 4]
+    assert sorted(most_informative(served, 9, strata=4).tolist()) == list(range(6))  # fewer rows: all
+
+
+def test_the_stratified_p_value_by_hand():
+    # strata r = [0.5, 0.5] and [-0.5, 0.1]; all four together sum to 0.6, K = 10
+    low, high = torch.tensor([0.5, 0.5]), torch.tensor([-0.5, 0.1])
+    every = p_value(torch.cat([low, high]), 10)
+    assert every == pytest.approx(math.exp(-(8 * 0.36) / (2 * (4 + 8 * 0.6 / 3))))
+    assert stratified_p_value([low, high], 10) == pytest.approx(min(1.0, 3 * min(p_value(low, 10), every)))
+    assert stratified_p_value([low], 10) == p_value(low, 10)  # one stratum: its own p-value
 
 
 def test_innocents_meet_the_null_whatever_they_are():

@@ -205,13 +205,18 @@ class AttackConfig:
     of the thief's in-distribution split mixed into the pool), `consistency_noise` (ask each image
     twice, the second time with Gaussian noise of that std, and train only on images whose two
     answers agree on the top-1: a thief trying to spot a watermark). `augment` trains the surrogate
-    on randomly shifted, rotated and scaled views of its queries (the answers kept)."""
+    on randomly shifted, rotated and scaled views of its queries (the answers kept);
+    `label_smoothing` eps trains it on (1 - eps) target + eps / K (a top-1 thief's one-hot labels
+    regularised as soft answers would regularise it)."""
 
     attack: str = knob("knockoff", "knockoff, knockoff-adaptive, jbda or dfme (divqat list: attacks).")
     params: dict[str, bool | int | float | str] = knob(
         dict, "The attack's own parameters, key=value, repeatable (divqat list: attacks).", flag="--attack-param"
     )
-    pool: str = knob("ood", "Query pool: in, ood, mixed, photos, validation, or folder:PATH (your own images).")
+    pool: str = knob(
+        "ood",
+        "Query pool: in, ood, mixed, photos, validation, own (only the in_seeds), or folder:PATH (your own images).",
+    )
     budget: int = knob(10_000, "Queries the thief may make (--backend http: what the key has left).")
     labels: str = knob("soft", "soft: train on the probabilities; hard: on the top-1 labels only.")
     surrogate: str = knob("lenet5", "Surrogate architecture (cnn: the strongest thief we have).")
@@ -230,6 +235,7 @@ class AttackConfig:
     consistency_noise: float = knob(
         0.0, "Adaptive thief against watermarks: ask each image twice, once with noise of this std, drop disagreements."
     )
+    label_smoothing: float = knob(0.0, "Train the surrogate on (1 - eps) target + eps / classes (eps: this).")
 
     def __post_init__(self):
         from divqat.attacks import ATTACKS, create_attack
@@ -256,7 +262,9 @@ class AttackConfig:
         need(self.smoothing >= 1, "smoothing", f"must be >= 1, got {self.smoothing}")
         need(self.in_seeds >= 0, "in_seeds", f"must be >= 0, got {self.in_seeds}")
         need(0 <= self.consistency_noise < 1, "consistency_noise", f"must be in [0, 1), got {self.consistency_noise}")
+        need(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         in_registry_or_folder(POOLS, "pool", self.pool)
+        need(self.pool != "own" or self.in_seeds > 0 or self.attack == "dfme", "pool", "own needs in_seeds > 0 images")
         in_registry(MODELS, "surrogate", self.surrogate)
 
 
@@ -275,7 +283,7 @@ def attack_params(value) -> dict:
 
 # Knobs added after results were published: a job's hash holds them only when they differ from
 # their default, so that adding one kept every finished job's key (experiments/grid.py).
-LATER_KNOBS = {"params": {}, "schedule": "cosine"}
+LATER_KNOBS = {"params": {}, "schedule": "cosine", "label_smoothing": 0.0}
 
 
 def hashed_spec(config) -> dict:

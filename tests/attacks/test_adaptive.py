@@ -39,6 +39,16 @@ def steal(victim_model, splits, pool=None, **options):
     return metrics.accuracy(predict_proba(surrogate, splits.test.images), splits.test.labels), victim
 
 
+@pytest.mark.parametrize("labels", ["hard", "soft"])
+def test_label_smoothing_mixes_the_targets_with_the_uniform_answer_by_hand(smooth_splits, labels):
+    probs = torch.tensor([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
+    thief = thief_for(smooth_splits, labels=labels, label_smoothing=0.3)
+    # eps 0.3 over 3 classes: each class gets 0.1, the rest of each row is 0.7 x its target
+    expected = {"hard": [[0.1, 0.8, 0.1], [0.8, 0.1, 0.1]], "soft": [[0.24, 0.59, 0.17], [0.45, 0.275, 0.275]]}
+    assert torch.allclose(thief.targets(probs), torch.tensor(expected[labels]))
+    assert thief_for(smooth_splits, labels="hard").targets(probs).tolist() == [1, 0]  # no smoothing: the indices
+
+
 @pytest.mark.parametrize(
     "options",
     [

@@ -4,10 +4,12 @@ every pool a thief is evaluated or tuned on."""
 import pytest
 import torch
 
+from divqat.configs import AttackConfig, ConfigError
 from divqat.data.outliers import OUTLIERS, make_outliers
 from divqat.data.pools import POOLS, query_pool, with_in_distribution
 from divqat.data.pools.registry import in_distribution_seeds
 from divqat.errors import DivqatError
+from divqat.extraction import thief_pool
 
 
 @pytest.mark.parametrize("name", sorted(OUTLIERS))
@@ -62,8 +64,15 @@ def test_training_outliers_are_no_copies_of_pool_images(tiny_splits):
 @pytest.mark.parametrize("name", sorted(POOLS))
 def test_pools_match_the_victims_inputs(tiny_splits, name):
     pool = query_pool(name, tiny_splits)
-    assert pool.images.shape[1:] == tiny_splits.input_shape and len(pool) > 0
-    assert pool.images.min() >= 0 and pool.images.max() <= 1
+    assert pool.images.shape[1:] == tiny_splits.input_shape and (len(pool) > 0) == (name != "own")
+    assert len(pool) == 0 or (pool.images.min() >= 0 and pool.images.max() <= 1)
+
+
+def test_the_own_pool_is_the_thiefs_in_distribution_images_alone(tiny_splits):
+    held = in_distribution_seeds(tiny_splits.thief_pool, 20, seed=3).images
+    assert torch.equal(thief_pool(AttackConfig(pool="own", in_seeds=20, seed=3), tiny_splits), held)
+    with pytest.raises(ConfigError, match="in_seeds"):
+        AttackConfig(pool="own")
 
 
 def test_evaluation_and_validation_pools_share_nothing(tiny_splits):

@@ -44,8 +44,14 @@ class Thief:
     surrogate: nn.Module | None = None  # the user's own (raw [0, 1] pixels in); else config.surrogate is built
 
     def targets(self, probs: Tensor) -> Tensor:
-        """What the thief trains on: the probabilities, or (hard) only their argmax."""
-        return probs.argmax(-1) if self.config.labels == "hard" else probs
+        """What the thief trains on: the probabilities, or (hard) only their argmax; with label
+        smoothing eps, either mixed with the uniform answer: (1 - eps) target + eps / K."""
+        eps = self.config.label_smoothing
+        if self.config.labels == "hard":
+            if not eps:
+                return probs.argmax(-1)
+            probs = torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)
+        return (1 - eps) * probs + eps / probs.shape[-1] if eps else probs
 
     @property
     def queries_per_image(self) -> int:

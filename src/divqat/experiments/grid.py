@@ -32,6 +32,8 @@ def thief_variant(config: AttackConfig) -> str:
         parts.append(f"in{config.in_seeds}")
     if config.consistency_noise:
         parts.append(f"twice{config.consistency_noise:g}")
+    if config.label_smoothing:
+        parts.append(f"ls{config.label_smoothing:g}")
     return "+".join(parts) or "plain"
 
 

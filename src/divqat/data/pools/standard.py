@@ -19,6 +19,13 @@ def thief_split(splits: Splits, data_root: Path | None) -> ImageSet:
     return splits.thief_pool
 
 
+@register_pool("own")
+def own_images_only(splits: Splits, data_root: Path | None) -> ImageSet:
+    """No images of its own beyond the thief's in-distribution ones (`in_seeds`): a thief who asks
+    only about the few images of the task it holds, and augmented copies of them."""
+    return ImageSet(torch.zeros(0, *splits.input_shape), torch.zeros(0, dtype=torch.long))
+
+
 @register_pool("ood")
 def paired_dataset(splits: Splits, data_root: Path | None) -> ImageSet:
     """Digits for (Fashion-)MNIST-sized victims, else the protocol's pair (CIFAR-10 -> CIFAR-100...);
