@@ -4,6 +4,9 @@
     python benchmarks/insider_gain.py --grid runs/insiders
     divqat run configs/confidence.yaml --out runs/confidence --jobs 2   # the confidence step, N = 500
     python benchmarks/insider_gain.py --grid runs/confidence --ns 500 --plot runs/confidence/insiders.png
+    divqat run configs/own.yaml --out runs/own --jobs 2   # the thief that asks only about its own images
+    python benchmarks/insider_gain.py --grid runs/own --ns 100 300 500 1000 3000 --plot docs/insiders-own.png \
+        --xlabel "in-distribution images the thief holds (N), asked with augmented copies, 10k queries"
 
 The grid's thieves query the victim; this script adds, per N and seed, the no-query baseline:
 the same thief (its AttackConfig: surrogate, epochs, schedule, batch, augmentation) trained on
@@ -180,7 +183,10 @@ def thief_table(rows, ns=NS) -> str:
     return "\n".join(lines)
 
 
-def plot(rows, path: Path, ns=NS) -> None:
+XLABEL = "in-distribution images the thief holds (N), + the digits pool, 10k queries"
+
+
+def plot(rows, path: Path, ns=NS, xlabel=XLABEL) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,17 +195,19 @@ def plot(rows, path: Path, ns=NS) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = [max(n, 30) for n in ns]  # N = 0 drawn at the left edge of a log axis
     for victim in [*victims_of(rows), "baseline"]:
-        means, stds = [], []
-        for n in ns:
-            values = list(best_per_seed(rows, victim, n).values()) or [10.0]
-            means.append(statistics.mean(values))
-            stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+        at, means, stds = [], [], []
+        for x, n in zip(xs, ns, strict=True):
+            values = list(best_per_seed(rows, victim, n).values()) or ([10.0] if n == 0 else [])  # N = 0: chance
+            if values:  # a victim measured at only some N is drawn at those
+                at.append(x)
+                means.append(statistics.mean(values))
+                stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
         label = "no query: its N images' true labels" if victim == "baseline" else f"{shown(victim)} victim"
         style = "--" if victim == "baseline" else ":" if "+" in victim else "-"
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label, linestyle=style)
+        ax.errorbar(at, means, yerr=stds, marker="o", capsize=3, label=label, linestyle=style)
     ax.set_xscale("log")
     ax.set_xticks(xs, [f"{n:,}" for n in ns])
-    ax.set_xlabel("in-distribution images the thief holds (N), + the digits pool, 10k queries")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("best thief's test accuracy, %")
     ax.set_title("What the victim gives an insider thief (3 seeds, mean ± std)")
     ax.grid(alpha=0.3)
@@ -271,6 +279,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=Path("docs/insiders.png"))
     parser.add_argument("--secret", type=Path, default=Path("runs/watermark.key"), help="scramble's, as in the grid")
     parser.add_argument("--ns", type=int, nargs="+", default=list(NS), help="the N the grid ran (default: all)")
+    parser.add_argument("--xlabel", default=XLABEL, help="the plot's x axis: what the thief does with its N images")
     args = parser.parse_args()
     thieves = grid_results(args.grid)
     smoothings = {r["label_smoothing"] for r in thieves}
@@ -282,7 +291,7 @@ def main() -> None:
     print(thief_table(rows, args.ns))
     print()
     print(benign_costs(args.grid, args.data_root, args.secret))
-    plot(rows, args.plot, args.ns)
+    plot(rows, args.plot, args.ns, args.xlabel)
     print(f"\nplot: {args.plot}")
 
 
