@@ -65,10 +65,10 @@ def smallest(strata: int, with_all: bool):
     def test(answers, told):
         parts = [correlations(answers[g], told["natural"][g], told["served"][g])
                  for g in asked_strata(told["served"], ASKED, strata)]  # fmt: skip
-        ps = [p_value(r, told["served"].shape[1]) for r in parts]
+        classes = told["served"].shape[1]
         if with_all:
-            return stratified_p_value(parts, told["served"].shape[1])
-        return min(1.0, len(ps) * min(ps))
+            return stratified_p_value(parts, classes)
+        return min(1.0, len(parts) * min(p_value(r, classes) for r in parts))
 
     return test
 

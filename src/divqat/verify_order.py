@@ -95,8 +95,8 @@ def stratified_p_value(parts: list[Tensor], classes: int) -> float:
     """The candidate measured against confidence filters (not the test's): the smallest of each
     stratum's p-value and all strata's together, times their number (Bonferroni: each is a valid
     bound under the null, whatever the rows' correlations)."""
-    ps = [p_value(torch.cat(parts), classes), *(p_value(r, classes) for r in parts)] if len(parts) > 1 else []
-    return min(1.0, len(ps) * min(ps)) if ps else p_value(torch.cat(parts), classes)
+    ps = [p_value(r, classes) for r in parts] + ([p_value(torch.cat(parts), classes)] if len(parts) > 1 else [])
+    return min(1.0, len(ps) * min(ps))
 
 
 def runner_up_matches(suspect: Tensor, served: Tensor) -> int:
