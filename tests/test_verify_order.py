@@ -10,7 +10,16 @@ from divqat.blackbox import BlackBoxVictim
 from divqat.defenses import create_defense
 from divqat.defenses.watermark import Record
 from divqat.verify import verify
-from divqat.verify_order import correlations, most_informative, p_value, stratified_p_value
+from divqat.verify_order import (
+    Sequential,
+    allocate,
+    correlations,
+    most_informative,
+    p_value,
+    round_sizes,
+    sequential_test,
+    stratified_p_value,
+)
 
 K = 10
 
@@ -64,6 +73,72 @@ def test_the_stratified_p_value_by_hand():
     assert every == pytest.approx(math.exp(-(8 * 0.36) / (2 * (4 + 8 * 0.6 / 3))))
     assert stratified_p_value([low, high], 10) == pytest.approx(min(1.0, 3 * min(p_value(low, 10), every)))
     assert stratified_p_value([low], 10) == p_value(low, 10)  # one stratum: its own p-value
+
+
+def test_the_rounds_and_their_allocation_by_hand():
+    plan = Sequential(strata=4, rounds=5, explore=0.2)
+    assert round_sizes(1000, 2000, plan) == [200, 200, 200, 200, 200]
+    assert round_sizes(10, 6, plan) == [4, 1, 1, 0, 0]  # at most the record; each stratum once first
+    assert round_sizes(7, 100, Sequential(rounds=1)) == [7]
+    # weights 4 : 1 : 0 give 8 and 2, the first stratum holds 3: the other 5 go by the weights left
+    assert allocate(10, [3, 100, 100], torch.tensor([4.0, 1.0, 0.0])) == [3, 7, 0]
+    assert allocate(5, [2, 2, 2], torch.zeros(3)) == [2, 2, 1]  # no evidence yet: evenly
+    assert allocate(9, [2, 2, 2], torch.ones(3)) == [2, 2, 2]  # never more than the record
+
+
+def records(rows: int, g: torch.Generator) -> dict:
+    """A victim's answers and a uniformly scrambled copy (the null's served orders)."""
+    natural = torch.softmax(3 * torch.randn(rows, K, generator=g), -1)
+    classes = torch.arange(K).expand(rows, K)
+    rest = classes[classes != natural.argmax(-1, keepdim=True)].view(rows, K - 1)
+    shuffled = rest.gather(1, torch.rand(rows, K - 1, generator=g).argsort(1))
+    return {"natural": natural, "served": natural.scatter(1, rest, natural.gather(1, shuffled))}
+
+
+def test_the_sequential_wealth_by_hand():
+    """One stratum, one round: each row's bet m / (v + m^2) from the rows before it (m, v shrunk
+    towards 0 and 1 / (K - 2) by `prior` rows), the p-value 1 / the largest wealth."""
+    g = torch.Generator().manual_seed(3)
+    told = records(6, g)
+    suspect = 0.3 * told["served"] + 0.7 * torch.softmax(torch.randn(6, K, generator=g), -1)
+    plan = Sequential(strata=1, rounds=1, prior=2.0, cap=0.8)
+    result = sequential_test(lambda rows: suspect[rows], told, 6, plan)
+    assert result.rows.tolist() == most_informative(told["served"], 6).tolist()
+    r = correlations(suspect[result.rows], told["natural"][result.rows], told["served"][result.rows]).tolist()
+    assert result.r.tolist() == pytest.approx(r) and len(r) == 6
+    total, square, wealth, best = 0.0, 0.0, 1.0, 1.0
+    for k, x in enumerate(r):
+        m, v = total / (k + 2), (square + 2 / 8) / (k + 2)
+        wealth *= 1 + min(max(m / (v + m * m), 0.0), 0.8) * x
+        best = max(best, wealth)
+        total, square = total + x, square + x * x
+    assert result.p_value == pytest.approx(1 / best)
+
+
+def test_the_sequential_test_asks_where_a_clone_kept_the_order():
+    """A clone that learnt the order only on its confident answers: the rounds after the first go
+    to those strata, and it is verified where the fixed rule (the rows of most mass) is not;
+    innocents of any kind are flagged at most at the stated rate (Ville's inequality)."""
+    g = torch.Generator().manual_seed(0)
+    told = records(2000, g)
+    top = told["served"].max(1).values
+    kept = ((top > top.quantile(0.6)) & (top < top.quantile(0.9))).float()[:, None]
+    clone = 0.6 * (kept * told["served"] + (1 - kept) * told["natural"]) + 0.4 * told["natural"]
+    asked = []
+    result = sequential_test(lambda rows: asked.append(rows) or clone[rows], told, 1000)
+    assert len(result.rows) == 1000 and len(set(result.rows.tolist())) == 1000
+    assert [len(a) for a in asked] == [200] * 5
+    assert float(kept.mean()) == pytest.approx(0.3, abs=0.01)
+    assert float(kept[torch.cat(asked[1:3])].mean()) > 0.5  # the next rounds go where it kept the order
+    assert result.p_value < 1e-6
+    rows = most_informative(told["served"], 1000)
+    assert p_value(correlations(clone[rows], told["natural"][rows], told["served"][rows]), K) > 1e-3
+    flagged = 0
+    for _ in range(150):
+        innocent = records(300, g)
+        suspect = 0.5 * innocent["natural"] + 0.5 * torch.softmax(3 * torch.randn(300, K, generator=g), -1)
+        flagged += sequential_test(lambda rows, s=suspect: s[rows], innocent, 150).p_value < 0.05
+    assert flagged <= binom.ppf(1 - 1e-6, 150, 0.05)
 
 
 def test_innocents_meet_the_null_whatever_they_are():

@@ -52,7 +52,7 @@ class OrderVerdict:
     matches: int  # the suspect's runner-up is the served one
     innocent_rate: float  # at most, of those matches, for a model that never saw the orders: 1 / (K - 1)
     mean_correlation: float  # of the suspect's and the served orders (0 for an innocent model)
-    p_value: float  # Bernstein's bound on the exact tail (divqat/verify_order.py)
+    p_value: float  # 1 / the largest wealth of the sequential bet (Ville's inequality; divqat/verify_order.py)
     stolen: bool
     test: str = "order"
 
@@ -68,8 +68,9 @@ def verify(
     """Verify a suspect against each account's record - its watermarked answers (the rank test
     above) and its scrambled orders (divqat/verify_order.py), each a test of its own - spending
     at most `max_queries` of the suspect's queries in all (shared between the tests, what a small
-    record leaves going to the others; the first watermarked images, the orders with the most
-    mass past the top-1). The verdict: p < significance / tests (Bonferroni)."""
+    record leaves going to the others; the first watermarked images, the orders asked in rounds
+    where the suspect shows them: verify_order.Sequential). The verdict: p < significance / tests
+    (Bonferroni)."""
     if not 0 < significance < 1:
         raise DivqatError(f"significance must be in (0, 1), got {significance}")
     if max_queries < 1:
@@ -84,16 +85,27 @@ def verify(
         if n < 1:
             continue
         t = record.tensors()
-        if test == "order":  # the most informative rows first (a rule blind to the key)
-            t = {k: v[verify_order.most_informative(t["served"], n)] for k, v in t.items()}
-        ask = t["images"][:n]
-        classes = (t["served"].shape[1] if test == "order"
-                   else record.classes or int(max(t["mark"].max(), t["top1"].max())) + 1)  # fmt: skip
-        answers = torch.cat([check_answers(suspect(b), len(b), classes) for b in ask.split(batch_size)])
+        if test == "order":  # asked in rounds, where the suspect shows the order (verify_order.Sequential)
+            classes = t["served"].shape[1]
+            ask = asking(suspect, t["images"], classes, batch_size)
+            result = verify_order.sequential_test(ask, t, n)
+            verdicts.append(asdict(order_verdict(name, result, t, classes, threshold)))
+            spent += len(result.rows)
+            continue
+        classes = record.classes or int(max(t["mark"].max(), t["top1"].max())) + 1
+        answers = asking(suspect, t["images"], classes, batch_size)(torch.arange(n))
         spent += n
-        verdict = watermark_verdict if test == "watermark" else order_verdict
-        verdicts.append(asdict(verdict(name, answers, t, classes, threshold)))
+        verdicts.append(asdict(watermark_verdict(name, answers, t, classes, threshold)))
     return {"significance": significance, "per_account_threshold": threshold, "queries": spent, "accounts": verdicts}
+
+
+def asking(suspect: Suspect, images: Tensor, classes: int, batch_size: int) -> Callable[[Tensor], Tensor]:
+    """Rows of a record -> the suspect's checked answers on their images, in batches."""
+
+    def ask(rows: Tensor) -> Tensor:
+        return torch.cat([check_answers(suspect(b), len(b), classes) for b in images[rows].split(batch_size)])
+
+    return ask
 
 
 def shares(sizes: list[int], budget: int) -> list[int]:
@@ -122,14 +134,13 @@ def watermark_verdict(name: str, answers: Tensor, told: dict[str, Tensor], class
     return Verdict(name, n, matches, disagreements, rate, mean, (classes - 2) / 2, p, p < threshold)
 
 
-def order_verdict(name: str, answers: Tensor, told: dict[str, Tensor], classes: int, threshold: float):
-    n = len(answers)
-    natural, served = told["natural"][:n], told["served"][:n]
-    r = verify_order.correlations(answers, natural, served)
-    p = verify_order.p_value(r, classes)
-    matches = verify_order.runner_up_matches(answers, served)
+def order_verdict(name: str, result: verify_order.SequentialResult, told: dict[str, Tensor], classes: int,
+                  threshold: float) -> OrderVerdict:  # fmt: skip
+    r = result.r[result.usable]
+    matches = verify_order.runner_up_matches(result.answers, told["served"][result.rows])
     mean = float(r.mean()) if len(r) else 0.0
-    return OrderVerdict(name, n, len(r), matches, 1 / (classes - 1), mean, p, p < threshold)
+    p = result.p_value
+    return OrderVerdict(name, len(result.rows), len(r), matches, 1 / (classes - 1), mean, p, p < threshold)
 
 
 def mark_ranks(scores: Tensor, top1: Tensor, mark: Tensor) -> Tensor:

@@ -1,11 +1,8 @@
 """Configs, the resumable runner and the report, on a grid small enough for a test."""
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -206,19 +203,3 @@ def test_report_pairs_with_the_configured_baseline(tmp_path, tiny_root):
     bad["baseline"] = "qat"
     with pytest.raises(DivqatError, match="baseline: unknown victim 'qat'"):
         load_experiment(write(tmp_path, bad))
-
-
-def test_worker_processes_print_no_warnings(tmp_path, tiny_root):
-    """A new user's screen shows divqat's own output: the spawned workers of --jobs 2 keep
-    torch.export's FutureWarnings to themselves, as the main process does."""
-    config = json.loads(json.dumps(TINY))
-    config.pop("defenses")
-    config["attacks"] = []
-    path = write(tmp_path, config)
-    env = {**os.environ, "DIVQAT_DATA": str(tiny_root)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "divqat.cli", "run", str(path), "--out", str(tmp_path / "o"), "--jobs", "2", "--quiet"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "Warning" not in proc.stderr and "Warning" not in proc.stdout, proc.stderr

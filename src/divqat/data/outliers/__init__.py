@@ -7,7 +7,7 @@ evaluation pools (scikit-learn's digits and photographs) or the validation pool
 in equal parts, deterministically per seed.
 """
 
-from divqat.data.outliers import distort, noise, patches, shapes, strokes  # noqa: F401  (registers the sources)
+from divqat.data.outliers import distort, noise, patches, shapes, strokes, views  # noqa: F401  (registers the sources)
 from divqat.data.outliers.registry import OUTLIERS, make_outliers, parse_sources, register_outliers
 
 __all__ = ["OUTLIERS", "make_outliers", "parse_sources", "register_outliers"]
