@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from insider_gain import benign_shifts
+from insider_gain import benign_shifts, pm
 
 from divqat import metrics
 from divqat.blackbox import load_backend
@@ -33,23 +33,41 @@ def main() -> None:
     images = splits.thief_pool if args.split == "thief" else splits.test
     shifted = benign_shifts(images.images)
     names = {e["directory"]: e["labels"] for e in json.loads((args.grid / "index.json").read_text())}
-    thieves: dict[str, list[str]] = {}
+    thieves: dict[str, dict[str, float]] = {}
     for path in sorted(args.grid.glob("jobs/attack-*/result.json")):
         r = json.loads(path.read_text())
         behind = "".join(f" + {d['name']}" for d in r["defenses"])
         thief = f"{r['pool']} {r['in_seeds']}, {'top-1' if r['labels'] == 'hard' else 'soft'}{behind}"
-        thieves.setdefault(Path(r["victim"]).name, []).append(f"{thief} {100 * r['surrogate_accuracy']:.1f}")
+        thieves.setdefault(Path(r["victim"]).name, {})[thief] = 100 * r["surrogate_accuracy"]
     print(f"on the {args.split} split ({len(images.labels):,} images); thieves: test accuracy %")
-    print("| victim | seed | accuracy % | benign-shifted accuracy % | ECE | thieves |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    summary: dict[str, dict[str, dict[int, float]]] = {}  # victim -> column -> seed -> value
     for run in sorted(args.grid.glob("jobs/victim-*")):
-        labels = names[run.name]
+        if run.name not in names:  # copied in from another grid, not this config's
+            continue
         answer = load_backend(run, "onnx")
         clean, moved = answer(images.images), answer(shifted)
-        print(f"| {labels['victim']} | {labels['seed']} | {100 * metrics.accuracy(clean, images.labels):.2f} | "
-              f"{100 * metrics.accuracy(moved, images.labels):.2f} | "
-              f"{metrics.expected_calibration_error(clean, images.labels):.4f} | "
-              f"{'; '.join(thieves.get(run.name, []))} |")  # fmt: skip
+        measured = {
+            "accuracy %": 100 * metrics.accuracy(clean, images.labels),
+            "benign-shifted accuracy %": 100 * metrics.accuracy(moved, images.labels),
+            "ECE x 100": 100 * metrics.expected_calibration_error(clean, images.labels),
+            **thieves.get(run.name, {}),
+        }
+        print(f"{names[run.name]['victim']}, seed {names[run.name]['seed']}: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in measured.items()))  # fmt: skip
+        for name, value in measured.items():
+            summary.setdefault(names[run.name]["victim"], {}).setdefault(name, {})[names[run.name]["seed"]] = value
+    columns = list(dict.fromkeys(name for values in summary.values() for name in values))
+    print("\n| victim | seeds | " + " | ".join(columns) + " |")
+    print("|" + " --- |" * (len(columns) + 2))
+    for victim, values in summary.items():
+        cells = [pm(values.get(c, {}).values()) for c in columns]
+        print(f"| {victim} | {len(values['accuracy %'])} | " + " | ".join(cells) + " |")
+    base = summary.get("qat", {})
+    for victim, values in summary.items():  # paired by seed
+        if victim != "qat" and base:
+            cells = [pm(v - base[c][seed] for seed, v in values.get(c, {}).items() if seed in base.get(c, {}))
+                     for c in columns]  # fmt: skip
+            print(f"| {victim} - qat | | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
