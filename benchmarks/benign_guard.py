@@ -6,7 +6,7 @@ the thief reaches.
 
 Per victim (the config's name, by seed): accuracy, accuracy on benign-shifted images (rotated up
 to 10 degrees, shifted up to 7 %, scaled 0.9-1.1, half mirrored, contrast 0.8-1.2:
-insider_gain.benign_shifts) and expected calibration error, on the thief's split by default - the
+data/augment.py benign_shifts) and expected calibration error, on the thief's split by default - the
 victim never trained on it and it is not the test set, so a direction can be read on it without
 touching the final table's images (`--split test` for that table) - and each of the grid's
 thieves' test accuracy (result.json). Writes nothing.
@@ -16,11 +16,12 @@ import argparse
 import json
 from pathlib import Path
 
-from insider_gain import benign_shifts, pm
+from insider_gain import pm
 
 from divqat import metrics
 from divqat.blackbox import load_backend
 from divqat.data import load_splits
+from divqat.data.augment import benign_shifts
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from divqat import metrics
 from divqat.attacks import Thief
 from divqat.configs import AttackConfig
 from divqat.data import load_splits
-from divqat.data.augment import augmented_sample, random_affine
+from divqat.data.augment import augmented_sample, benign_shifts
 from divqat.data.pools.registry import in_distribution_seeds
 from divqat.train import predict_proba
 
@@ -214,18 +214,6 @@ def plot(rows, path: Path, ns=NS, xlabel=XLABEL) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
-
-def benign_shifts(images: torch.Tensor) -> torch.Tensor:
-    """The test images as a camera moves them: rotated up to 10 degrees, shifted up to 7 %, scaled
-    0.9-1.1, half of them mirrored, contrast 0.8-1.2 about each image's mean (fixed seed)."""
-    g = torch.Generator().manual_seed(0)
-    moved = random_affine(images, g, degrees=10.0, translate=0.07, scale=(0.9, 1.1))
-    flip = torch.rand(len(images), generator=g) < 0.5
-    moved[flip] = moved[flip].flip(-1)
-    contrast = 0.8 + 0.4 * torch.rand(len(images), 1, 1, 1, generator=g)
-    mean = moved.mean(dim=(1, 2, 3), keepdim=True)
-    return ((moved - mean) * contrast + mean).clamp(0, 1)
 
 
 def benign_costs(grid: Path, data_root, secret: Path) -> str:

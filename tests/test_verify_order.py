@@ -86,6 +86,18 @@ def test_the_rounds_and_their_allocation_by_hand():
     assert allocate(9, [2, 2, 2], torch.ones(3)) == [2, 2, 2]  # never more than the record
 
 
+def test_a_spread_first_round_then_the_most_mass_left():
+    """`first_spread`: the first round asks each stratum at bit-reversed places (0, m/2, ...), the
+    later rounds from the most mass past the top-1 that is left."""
+    told = records(8, torch.Generator().manual_seed(5))
+    by_mass = most_informative(told["served"], 8).tolist()
+    asked = []
+    plan = Sequential(strata=1, rounds=2, explore=0.5, first_spread=True)
+    result = sequential_test(lambda rows: asked.append(rows.tolist()) or told["natural"][rows], told, 4, plan)
+    assert asked == [[by_mass[0], by_mass[4]], [by_mass[1], by_mass[2]]]
+    assert result.rows.tolist() == asked[0] + asked[1]
+
+
 def records(rows: int, g: torch.Generator) -> dict:
     """A victim's answers and a uniformly scrambled copy (the null's served orders)."""
     natural = torch.softmax(3 * torch.randn(rows, K, generator=g), -1)

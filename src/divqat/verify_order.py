@@ -124,7 +124,8 @@ class Sequential:
     """The order test asked in rounds, testing by betting (Shafer 2021; Waudby-Smith and Ramdas
     2023): the record cut into `strata` equal slices by the served top-1's probability, each
     asked from its most mass past the top-1 down or, `spread`, in an order whose every prefix
-    spreads evenly over the slice (bit-reversed); a first round of `explore` x the budget asked
+    spreads evenly over the slice (bit-reversed; `first_spread`: the first round's rows only, the
+    later rounds' from the most mass left down); a first round of `explore` x the budget asked
     evenly over the strata, then `rounds` - 1 rounds, each given to the strata in proportion to
     the square of their mean r so far (a clone that kept only its confident answers carries the
     order only in some strata: the queries go where it does). Each row's r is bet on with a
@@ -138,6 +139,7 @@ class Sequential:
 
     strata: int = 8
     spread: bool = False
+    first_spread: bool = False
     rounds: int = 5
     explore: float = 0.2
     prior: float = 10.0
@@ -164,11 +166,13 @@ def sequential_test(ask: Callable[[Tensor], Tensor], told: dict[str, Tensor], n:
     sums, squares, counts = ([0.0] * len(queues) for _ in range(3))
     log_wealth, best = 0.0, 0.0
     rows, rs, usable, answers = [], [], [], []
-    for quota in round_sizes(n, len(served), plan):
+    for round_, quota in enumerate(round_sizes(n, len(served), plan)):
         means = torch.tensor([max(t, 0.0) / (c + plan.prior) for t, c in zip(sums, counts, strict=True)])
         picked = allocate(quota, [len(q) for q in queues], means**2)
-        batch = [q[:k] for q, k in zip(queues, picked, strict=True)]
-        queues = [q[k:] for q, k in zip(queues, picked, strict=True)]
+        spread = plan.first_spread and round_ == 0
+        taken = [spread_order(len(q))[:k] if spread else torch.arange(k) for q, k in zip(queues, picked, strict=True)]
+        batch = [q[t] for q, t in zip(queues, taken, strict=True)]
+        queues = [q[~torch.isin(torch.arange(len(q)), t)] for q, t in zip(queues, taken, strict=True)]
         asked = torch.cat(batch)
         if not len(asked):
             break

@@ -35,3 +35,17 @@ def augmented_sample(images: torch.Tensor, n: int, generator: torch.Generator) -
     if n > len(images):
         out[len(images) :] = random_affine(out[len(images) :], generator)
     return index, out
+
+
+def benign_shifts(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The images as a camera moves them - issue 18's benign guard: rotated up to 10 degrees,
+    shifted up to 7 %, scaled 0.9-1.1, half of them mirrored, contrast 0.8-1.2 about each
+    image's mean; the same for the same seed. Made of the images given and nothing else: a split
+    the victim never trained on (the thief's for a direction, the test set for the final table)."""
+    g = torch.Generator().manual_seed(seed)
+    moved = random_affine(images, g, degrees=10.0, translate=0.07, scale=(0.9, 1.1))
+    flip = torch.rand(len(images), generator=g) < 0.5
+    moved[flip] = moved[flip].flip(-1)
+    contrast = 0.8 + 0.4 * torch.rand(len(images), 1, 1, 1, generator=g)
+    mean = moved.mean(dim=(1, 2, 3), keepdim=True)
+    return ((moved - mean) * contrast + mean).clamp(0, 1)
