@@ -25,6 +25,12 @@ from divqat.verify import verify
 SIGNIFICANCE = 1e-6
 
 
+def grid_jobs(grid: Path, seeds: list[int] | None = None) -> list[dict]:
+    """The grid's attack jobs (their result.json and directory), of these seeds only if given."""
+    jobs = [json.loads(p.read_text()) | {"dir": p.parent} for p in sorted(grid.glob("jobs/attack-*/result.json"))]
+    return [j for j in jobs if seeds is None or j["seed"] in seeds]
+
+
 def suspect_of(job: dict, splits):
     return answer_of(load_surrogate(job["surrogate"], job["dir"], splits))
 
@@ -43,9 +49,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=Path, default=Path("runs/order"))
     parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds' jobs (default: all)")
     args = parser.parse_args()
     splits = load_splits("fashion-mnist", args.data_root)
-    jobs = [json.loads(p.read_text()) | {"dir": p.parent} for p in sorted(args.grid.glob("jobs/attack-*/result.json"))]
+    jobs = grid_jobs(args.grid, args.seeds)
     marked = [j for j in jobs if j["defenses"] and (j["dir"] / WATERMARK_RECORD).exists()]
     plain = [j for j in jobs if not j["defenses"]]
     rows: dict[tuple, list] = {}

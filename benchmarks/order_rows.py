@@ -29,12 +29,11 @@ strata and a first round of 20 %, is `divqat verify`'s):
 """
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 import torch
-from order_eval import suspect_of, thief
+from order_eval import grid_jobs, suspect_of, thief
 
 from divqat.data import load_splits
 from divqat.defenses.watermark import Record
@@ -151,13 +150,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=Path, default=Path("runs/order_validation"))
     parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds' jobs (default: all)")
     parser.add_argument("--bands", action="store_true", help="also the mean r per band of the top-1's probability")
     parser.add_argument("--rules", nargs="+", choices=sorted(RULES), help="only these candidates (default: all)")
     args = parser.parse_args()
     for name in set(RULES) - set(args.rules or RULES):
         del RULES[name]
     splits = load_splits("fashion-mnist", args.data_root)
-    jobs = [json.loads(p.read_text()) | {"dir": p.parent} for p in sorted(args.grid.glob("jobs/attack-*/result.json"))]
+    jobs = grid_jobs(args.grid, args.seeds)
     marked = [j for j in jobs if j["defenses"] and (j["dir"] / WATERMARK_RECORD).exists()]
     plain = [j for j in jobs if not j["defenses"]]
     clones: dict[str, list[dict[str, float]]] = {}
