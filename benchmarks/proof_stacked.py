@@ -1,6 +1,9 @@
 """Both marks on one victim: `scramble` then `watermark`, and `divqat verify` within 1,000 suspect queries.
 
     python benchmarks/proof_stacked.py --grid runs/insiders --out runs/proof --rate 0.005
+    python benchmarks/proof_stacked.py --grid runs/order --out runs/proof_validation --seeds 0 1 2 \
+        --thieves validation:500  # the validation pool's thieves, where a test of the marks is chosen
+    python benchmarks/proof_stacked.py --grid runs/order --out runs/proof --thieves ood:500:0.5  # drops answers < 0.5
 
 The order test (behind `scramble`) proves soft-label clones; a thief that reads only the top-1
 reads no order, and only the watermark's marks can prove it. So each victim of
@@ -10,11 +13,13 @@ the watermark's secret chosen as `divqat secret W --victim RUN --rate RATE` choo
 victim's own training images), scramble's its own. Thieves: configs/insiders.yaml's KnockoffNets
 (cnn, 10k queries, 10 epochs, constant rate) with 500 in-distribution images in the digits pool
 and on the whole thief split, top-1 and soft answers, 3 seeds. Each clone is verified against
-its own account's record - the watermark's rank test and the order test sharing 1,000 suspect
+its own account's record - the watermark's test and the order test sharing 1,000 suspect
 queries, p < 1e-6 over both (Bonferroni) - and, as innocents, the same victims' clones of
 runs/insiders that were stolen without these secrets (undefended, every thief of that grid) are
 verified against each account of their victim, 1,000 queries each. Each job's result and record are kept under
---out (a rerun reuses them).
+--out (a rerun reuses them). `--wash` also washes each clone as benchmarks/watermark_eval.py washes
+(pruned, re-quantized, fine-tuned on its own top-1 labels, distilled into LeNet-5) and verifies
+the washed models the same way.
 """
 
 import argparse
@@ -23,7 +28,7 @@ import random
 from pathlib import Path
 
 import torch
-from watermark_eval import answer_of, load_surrogate
+from watermark_eval import answer_of, load_surrogate, washed
 
 from divqat import artifacts
 from divqat.blackbox import load_backend
@@ -32,11 +37,12 @@ from divqat.data import load_splits
 from divqat.defenses import create_defense
 from divqat.defenses.watermark import Record
 from divqat.defenses.watermark_key import choose_secret
-from divqat.extraction import steal
+from divqat.extraction import steal, thief_pool
+from divqat.train import predict_proba
 from divqat.verify import verify
 
 SIGNIFICANCE = 1e-6
-THIEVES = [(pool, seeds, labels) for pool, seeds in (("ood", 500), ("in", 0)) for labels in ("hard", "soft")]
+THIEVES = ("ood:500", "in:0")  # pool:in-distribution images, each with top-1 and soft answers
 ATTACK = {"attack": "knockoff", "budget": 10_000, "surrogate": "cnn", "epochs": 10, "schedule": "constant"}
 
 
@@ -60,12 +66,24 @@ def label(victim_dir: Path) -> str:
 
 
 def thief_name(config: AttackConfig) -> str:
-    where = "whole split" if config.pool == "in" else f"N = {config.in_seeds}"
+    where = "whole split" if config.pool == "in" else f"{config.pool} + {config.in_seeds}"
+    if config.confidence_tau:
+        where += f", drops answers below {config.confidence_tau:g}"
     return f"{where}, {'top-1' if config.labels == 'hard' else 'soft'}"
 
 
 def load_model(directory: Path, splits):
     return answer_of(load_surrogate(ATTACK["surrogate"], directory, splits))
+
+
+def cells(got: list[dict]) -> str:
+    """A table row's cells for some clones: accuracy, gap to the victim, verified, both tests' p."""
+    acc = torch.tensor([r["accuracy"] for r in got]) * 100
+    gap = torch.tensor([r["victim_accuracy"] - r["accuracy"] for r in got]) * 100
+    wm = ", ".join(f"{r.get('watermark_p', float('nan')):.0e}" for r in got)
+    order = ", ".join(f"{r.get('order_p', float('nan')):.0e}" for r in got)
+    return (f"{acc.mean():.1f} +- {acc.std():.1f} | {gap.min():.1f} .. {gap.max():.1f} | "
+            f"{sum(r['stolen'] for r in got)}/{len(got)} | {wm} | {order}")  # fmt: skip
 
 
 def main() -> None:
@@ -74,22 +92,34 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/proof"))
     parser.add_argument("--rate", type=float, default=0.005)
     parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="victims' seeds (default: all)")
+    parser.add_argument("--victims", nargs="+", default=["qat", "divqat"], help="victims' methods")
+    parser.add_argument("--thieves", nargs="+", default=list(THIEVES),
+                        help="pool:in_seeds[:confidence_tau], each with top-1 and soft answers")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a grid's with --jobs 2: 1)")
+    parser.add_argument("--wash", action="store_true", help="also wash each clone and verify it again")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    thieves = [(pool, int(n), float(tau[0]) if tau else 0.0, labels)
+               for pool, n, *tau in (t.split(":") for t in args.thieves) for labels in ("hard", "soft")]  # fmt: skip
     splits = load_splits("fashion-mnist", args.data_root)
     innocent_jobs = [json.loads(p.read_text()) | {"dir": p.parent}
                      for p in sorted(args.grid.glob("jobs/attack-*/result.json"))]  # fmt: skip
     innocent_jobs = [j for j in innocent_jobs if not j["defenses"] and not j["augment"]]
-    rows, flagged, innocents_tested = [], 0, 0
+    rows, washes, flagged, innocents_tested = [], [], 0, 0
     for victim_dir in sorted(args.grid.glob("jobs/victim-*")):
+        config = json.loads((victim_dir / "config.json").read_text())["victim"]
+        if config["method"] not in args.victims or (args.seeds is not None and config["seed"] not in args.seeds):
+            continue
         victim = load_backend(victim_dir, "onnx")
         scramble_key, mark_key = secrets_for(victim_dir, victim, splits, args.rate, args.out)
         defenses = (create_defense("scramble", {"secret_file": str(scramble_key)}),
                     create_defense("watermark", {"rate": args.rate, "secret_file": str(mark_key)}))  # fmt: skip
         seeds = json.loads((victim_dir / "config.json").read_text())["victim"]["seed"]
         records = {}
-        for pool, in_seeds, labels in THIEVES:
-            config = AttackConfig(**ATTACK, pool=pool, in_seeds=in_seeds, labels=labels, seed=seeds)
-            job = args.out / "jobs" / f"{victim_dir.name}-{pool}-{in_seeds}-{labels}"
+        for pool, in_seeds, tau, labels in thieves:
+            config = AttackConfig(**ATTACK, pool=pool, in_seeds=in_seeds, confidence_tau=tau, labels=labels, seed=seeds)
+            job = args.out / "jobs" / f"{victim_dir.name}-{pool}-{in_seeds}{f'-tau{tau:g}' * bool(tau)}-{labels}"
             if not (job / "result.json").exists():
                 record = Record()
                 surrogate, result = steal(victim, splits, config, defenses=defenses, record=record)
@@ -107,6 +137,16 @@ def main() -> None:
                          "accuracy": result["surrogate_accuracy"], "victim_accuracy": result["victim_accuracy"],
                          "queries": verdicts["queries"], **{f"{t}_p": v["p_value"] for t, v in by_test.items()},
                          "stolen": any(v["stolen"] for v in by_test.values())})  # fmt: skip
+            if args.wash:
+                pool = thief_pool(config, splits)
+                clone = load_surrogate(ATTACK["surrogate"], job, splits)
+                for wash, model in washed(clone, pool, splits, seeds).items():
+                    verdicts = verify(answer_of(model), {job.name: records[job.name]}, significance=SIGNIFICANCE,
+                                      max_queries=1000)["accounts"]  # fmt: skip
+                    accuracy = (predict_proba(model, splits.test.images).argmax(-1) == splits.test.labels).float()
+                    washes.append({**rows[-1], "wash": wash, "accuracy": accuracy.mean().item(),
+                                   **{f"{v['test']}_p": v["p_value"] for v in verdicts},
+                                   "stolen": any(v["stolen"] for v in verdicts)})  # fmt: skip
         for job in innocent_jobs:
             if job["victim"] == str(victim_dir):
                 suspect = load_model(job["dir"], splits)
@@ -120,13 +160,19 @@ def main() -> None:
     for victim_label in ("QAT", "outlier-aware"):
         for thief in dict.fromkeys(r["thief"] for r in rows):
             got = [r for r in rows if r["victim"] == victim_label and r["thief"] == thief]
-            acc = torch.tensor([r["accuracy"] for r in got]) * 100
-            gap = torch.tensor([r["victim_accuracy"] - r["accuracy"] for r in got]) * 100
-            wm = ", ".join(f"{r.get('watermark_p', float('nan')):.0e}" for r in got)
-            order = ", ".join(f"{r.get('order_p', float('nan')):.0e}" for r in got)
-            proven = f"{sum(r['stolen'] for r in got)}/{len(got)}"
-            print(f"| {victim_label} | {thief} | {acc.mean():.1f} +- {acc.std():.1f} | "
-                  f"{gap.min():.1f} .. {gap.max():.1f} | {proven} | {wm} | {order} |")  # fmt: skip
+            if not got:
+                continue
+            print(f"| {victim_label} | {thief} | {cells(got)} |")
+    if washes:
+        print("\n| victim | thief | wash | clone acc % | victim - clone (pp) | verified | watermark p | order p |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for victim_label in ("QAT", "outlier-aware"):
+            for thief in dict.fromkeys(r["thief"] for r in washes):
+                for wash in dict.fromkeys(r["wash"] for r in washes):
+                    got = [r for r in washes if (r["victim"], r["thief"], r["wash"]) == (victim_label, thief, wash)]
+                    if not got:
+                        continue
+                    print(f"| {victim_label} | {thief} | {wash} | {cells(got)} |")
     print(f"\nInnocent clones (the same victims' clones stolen without these secrets), each verified against "
           f"each of its victim's 4 accounts: {flagged} of {innocents_tested} verifications flagged.")  # fmt: skip
 

@@ -20,12 +20,11 @@ per seed for the marked clones (the test was chosen on seed 0's); writes nothing
 """
 
 import argparse
-import copy
 import json
 from pathlib import Path
 
 import torch
-from watermark_eval import load_surrogate, prune, relabel_train, requantize
+from watermark_eval import load_surrogate, washed
 
 from divqat.blackbox import load_backend
 from divqat.blackbox.victim import defend
@@ -35,7 +34,6 @@ from divqat.data.augment import sample_with_augmentation
 from divqat.defenses import create_defense
 from divqat.defenses.watermark import Record
 from divqat.extraction import thief_pool
-from divqat.models import create_model
 from divqat.train import predict_proba
 from divqat.verify import verify
 
@@ -155,18 +153,8 @@ def plot(groups: dict[str, list[tuple[int, dict]]], path: Path) -> None:
 
 def wash(clone, record: Record, pool: torch.Tensor, splits, seed: int) -> dict[str, tuple[float, float]]:
     """{wash: (test accuracy, p-value)} of the clone washed each way, verified from 1,000 queries."""
-    washed = {
-        "none": clone,
-        "pruned 50 %": prune(clone, 0.5),
-        "re-quantized (PTQ int8)": requantize(clone, pool, splits.input_shape),
-        "fine-tuned on its own top-1 labels, fresh augmentation": relabel_train(
-            clone, copy.deepcopy(clone).train(), pool, 5, 300 + seed, soft=False),
-        "distilled into LeNet-5": relabel_train(
-            clone, create_model("lenet5", num_classes=10, input_shape=splits.input_shape), pool, 20, 400 + seed,
-            soft=True),
-    }  # fmt: skip
     out = {}
-    for name, model in washed.items():
+    for name, model in washed(clone, pool, splits, seed).items():
         (verdict,) = verify(lambda x, m=model: predict_proba(m, x), {"account": record}, max_queries=1000)["accounts"]
         accuracy = (predict_proba(model, splits.test.images).argmax(-1) == splits.test.labels).float().mean().item()
         out[name] = (accuracy, verdict["p_value"])

@@ -209,6 +209,22 @@ def relabel_train(model, student, pool: torch.Tensor, epochs: int, seed: int, so
     return student.eval()
 
 
+def washed(clone, pool: torch.Tensor, splits, seed: int) -> dict[str, torch.nn.Module]:
+    """{wash: the clone washed that way}: none, pruned (50 % of its weights by magnitude),
+    re-quantized (PTQ int8), fine-tuned 5 epochs on its own top-1 labels of its own pool with
+    fresh augmentation, distilled into LeNet-5 (20 epochs on its own soft answers)."""
+    return {
+        "none": clone,
+        "pruned 50 %": prune(clone, 0.5),
+        "re-quantized (PTQ int8)": requantize(clone, pool, splits.input_shape),
+        "fine-tuned on its own top-1 labels, fresh augmentation": relabel_train(
+            clone, copy.deepcopy(clone).train(), pool, 5, 300 + seed, soft=False),
+        "distilled into LeNet-5": relabel_train(
+            clone, create_model("lenet5", num_classes=10, input_shape=splits.input_shape), pool, 20, 400 + seed,
+            soft=True),
+    }  # fmt: skip
+
+
 def washing_table(jobs: list[dict], splits) -> None:
     # The thief the watermark verifies (the one prevention cannot stop): the thief split at 1 %.
     chosen = [j for j in jobs if j["labels"]["victim"] == "outlier" and j["spec"]["defense"]
@@ -220,19 +236,7 @@ def washing_table(jobs: list[dict], splits) -> None:
         seed = j["labels"]["seed"]
         clone = load_clone(j, splits)
         record = {"thief": Record.load(j["dir"] / WATERMARK_RECORD)}
-        washed = {
-            "none": clone,
-            "pruned 50 %": prune(clone, 0.5),
-            "re-quantized (PTQ int8)": requantize(clone, pool, splits.input_shape),
-            "fine-tuned on its own labels, fresh augmentation": relabel_train(
-                clone, copy.deepcopy(clone).train(), pool, 5, 300 + seed, soft=False
-            ),
-            "distilled into LeNet-5": relabel_train(
-                clone, create_model("lenet5", num_classes=10, input_shape=splits.input_shape), pool, 20, 400 + seed,
-                soft=True,
-            ),
-        }  # fmt: skip
-        for name, model in washed.items():
+        for name, model in washed(clone, pool, splits, seed).items():
             (a,) = verify(answer_of(model), record, significance=SIGNIFICANCE)["accounts"]
             accuracy = (predict_proba(model, test.images).argmax(-1) == test.labels).float().mean().item()
             rows[name].append((accuracy, a["stolen"], a["p_value"], a["matches"], a["asked"]))

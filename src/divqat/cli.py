@@ -164,8 +164,9 @@ def verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ):
     """Is SUSPECT a clone stolen through one of the accounts? Asks it the watermarked images each
-    account was told and tests how high it ranks the marks (an exact rank test), and, behind
-    scramble, the images it was told a keyed order on (a correlation test; docs/divqat.md)."""
+    account was told and tests how strongly it favours the marks over the other classes (an exact
+    test), and, behind scramble, the images it was told a keyed order on (a correlation test;
+    docs/divqat.md)."""
     import json
 
     from divqat.verify import load_suspect

@@ -1,19 +1,24 @@
 """Proof of theft: ask a suspect model the watermarked images an account was told, and test
-whether it ranks the marks higher than a model that never saw them could (and, behind
+whether it favours the marks more than a model that never saw them could (and, behind
 `scramble`, whether it orders the classes as the account was told: divqat/verify_order.py).
 
 For each watermarked image i the record holds the victim's own top-1 v_i and the mark m_i it
-answered instead (defenses/watermark.py). Given v_i, m_i is uniform over the other K - 1 classes
-and, keyed by a secret, independent of any model that never saw the watermarked answers. So if
-the suspect's scores order the K - 1 classes other than v_i (ties broken by class index), the
-rank of m_i in that order (0: first) is uniform on 0..K-2 for an innocent suspect, whatever the
-suspect is, and independent across images. The test statistic is the sum of the ranks; its
-exact null distribution (a sum of independent discrete uniforms) gives the p-value, the lower
-tail: a clone trained on the marked answers ranks the marks high even where its top-1 stayed
-the victim's (measured: the marks survive in the clone's runner-up, docs/divqat.md). A top-1
-match (rank 0 and the suspect's top-1) is reported too, with the rate an innocent model would
-have (1 / (K - 1) of the images where it disagrees with the victim). A verdict is p <
-significance / accounts (Bonferroni over the accounts tested).
+answered instead, and the victim's own answer (defenses/watermark.py). Given v_i, m_i is uniform
+over the other K - 1 classes and, keyed by a secret, independent of any model that never saw the
+watermarked answers. So any score of the K - 1 classes other than v_i that the suspect's answer
+(and the victim's own) decides puts m_i's score uniformly on those K - 1 values for an innocent
+suspect, whatever the suspect is, independently across images: the sum of the marks' scores has
+an exact null distribution, their convolution (`score_sum_p_value`), which gives the p-value.
+The score (`mark_scores`): the suspect's log-probabilities of the K - 1 classes, less their
+least-squares fit on the victim's own (what any model of the task shares with the victim only
+adds noise), as z-scores within the image, rounded to 0.02. Chosen on the validation pool's
+thieves (benchmarks/mark_rules.py: 12 of 12 clones against the rank sum's 11, which it
+replaced), then 48 of 48 evaluation clones against the rank sum's 41 (docs/divqat.md, "Which
+statistic the watermark's test sums"): a clone shares its victim's runner-up, which a rank of
+the raw scores reads as noise, and a z-score weighs a clearly held mark more. A top-1 match
+is reported too, with the rate an innocent model would have (1 / (K - 1) of the images where it
+disagrees with the victim), and the marks' mean rank. A verdict is p < significance / tests
+(Bonferroni over the tests made).
 """
 
 from collections.abc import Callable
@@ -39,7 +44,7 @@ class Verdict:
     innocent_rate: float  # top-1 matches per image asked that an innocent model would make
     mean_rank: float  # of the mark among the K - 1 classes other than the victim's (0: first)
     innocent_mean_rank: float  # (K - 2) / 2
-    p_value: float  # exact, of the rank sum
+    p_value: float  # exact, of the sum of the marks' scores (mark_scores)
     stolen: bool
     test: str = "watermark"
 
@@ -65,8 +70,8 @@ def verify(
     max_queries: int = 1000,
     batch_size: int = 256,
 ) -> dict:
-    """Verify a suspect against each account's record - its watermarked answers (the rank test
-    above) and its scrambled orders (divqat/verify_order.py), each a test of its own - spending
+    """Verify a suspect against each account's record - its watermarked answers (the test of the
+    marks' scores above) and its scrambled orders (divqat/verify_order.py), each a test of its own - spending
     at most `max_queries` of the suspect's queries in all (shared between the tests, what a small
     record leaves going to the others; the first watermarked images, the orders asked in rounds
     where the suspect shows them: verify_order.Sequential). The verdict: p < significance / tests
@@ -128,7 +133,8 @@ def watermark_verdict(name: str, answers: Tensor, told: dict[str, Tensor], class
     matches = int((guess == mark).sum())
     disagreements = int((guess != top1).sum())
     ranks = mark_ranks(answers, top1, mark)
-    p = rank_sum_p_value(int(ranks.sum()), n, classes - 1)
+    natural = told["natural"][:n] if "natural" in told else None
+    p = score_sum_p_value(mark_scores(answers, natural, top1), top1, mark, SCORE_STEP)
     rate = disagreements / (n * (classes - 1))
     mean = float(ranks.float().mean())
     return Verdict(name, n, matches, disagreements, rate, mean, (classes - 2) / 2, p, p < threshold)
@@ -156,13 +162,48 @@ def mark_ranks(scores: Tensor, top1: Tensor, mark: Tensor) -> Tensor:
     return ahead.sum(1)
 
 
-def rank_sum_p_value(total: int, n: int, choices: int) -> float:
-    """P(sum of n independent uniforms on 0..choices-1 <= total): exact, by convolution."""
-    distribution = np.ones(1)
-    uniform = np.full(choices, 1.0 / choices)
-    for _ in range(n):
-        distribution = np.convolve(distribution, uniform)
-    return float(min(1.0, distribution[: total + 1].sum()))
+SCORE_STEP = 0.02  # the z-scores' grid: the statistic is the rounded sum, its null exact
+
+
+def mark_scores(answers: Tensor, natural: Tensor | None, top1: Tensor) -> Tensor:
+    """(n, K): how much like a mark each class looks in the suspect's answer - its log-probability
+    among the K - 1 classes other than the victim's top-1 (centred), less the least-squares fit on
+    the victim's own log-probabilities (`natural`; none in records made before it was kept), as a
+    z-score within the image. The victim's top-1 column is 0 and never read."""
+    rows = torch.arange(len(answers))
+    keep = torch.ones(answers.shape, dtype=torch.bool)
+    keep[rows, top1] = False
+
+    def centred(p: Tensor) -> Tensor:
+        x = torch.where(keep, p.double().clamp_min(1e-12).log(), 0.0)
+        return torch.where(keep, x - x.sum(1, keepdim=True) / keep.sum(1, keepdim=True), 0.0)
+
+    a = centred(answers)
+    if natural is not None:
+        b = centred(natural)
+        a = a - (a * b).sum(1, keepdim=True) / (b * b).sum(1, keepdim=True).clamp_min(1e-12) * b
+    spread = ((a * a).sum(1, keepdim=True) / keep.sum(1, keepdim=True)).sqrt().clamp_min(1e-9)
+    return a / spread
+
+
+def score_sum_p_value(scores: Tensor, top1: Tensor, mark: Tensor, step: float) -> float:
+    """P(sum of the marks' scores >= the one observed) for a suspect that never saw the marks:
+    each image's term uniform over its K - 1 scores of the classes other than the victim's top-1,
+    independently. Exact for the scores rounded to multiples of `step` (the statistic is the
+    rounded sum), by convolving the images' distributions. scores: (n, K), higher = more like the mark."""
+    n, k = scores.shape
+    rows = torch.arange(n)
+    grid = torch.round(scores.double() / step).long()
+    observed = int(grid[rows, mark].sum())
+    keep = torch.ones(n, k, dtype=torch.bool)
+    keep[rows, top1] = False
+    others = grid[keep].view(n, k - 1)
+    low = others.min(1).values
+    distribution, floor = np.ones(1), 0
+    for values, least in zip(others.numpy(), low.tolist(), strict=True):
+        distribution = np.convolve(distribution, np.bincount(values - least) / (k - 1))
+        floor += least
+    return float(min(1.0, distribution[max(0, observed - floor) :].sum()))
 
 
 def check_answers(answers, n: int, classes: int) -> Tensor:

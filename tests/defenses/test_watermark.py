@@ -110,7 +110,9 @@ def test_a_clone_that_memorised_the_record_is_verified_and_innocent_models_are_n
     record = victim.record
     path = tmp_path / "record.safetensors"
     record.save(path)
-    assert Record.load(path).tensors()["mark"].tolist() == record.mark
+    loaded = Record.load(path).tensors()
+    assert loaded["mark"].tolist() == record.mark
+    assert torch.equal(loaded["natural"], answers(record.tensors()["images"]))  # the victim's own answers, kept
 
     def clone(batch):  # answers what it was told on the images it saw: a memorising clone
         hits = (batch[:, None] == x[None]).flatten(2).all(-1)
@@ -127,6 +129,11 @@ def test_a_clone_that_memorised_the_record_is_verified_and_innocent_models_are_n
         (verdict,) = verify(innocent, {"thief": record})["accounts"]
         assert not verdict["stolen"] and verdict["p_value"] > 1e-3
     assert stolen["queries"] == len(record) <= 1000
+    # A record of before the victim's own answers were kept loads and verifies without them.
+    record.natural = []
+    record.save(path)
+    assert "natural" not in Record.load(path).tensors()
+    assert verify(clone, {"thief": Record.load(path)})["accounts"][0]["p_value"] < 1e-12
 
 
 def test_the_budget_goes_where_the_records_can_use_it():
@@ -204,29 +211,50 @@ def test_a_theft_behind_the_watermark_is_verified_in_its_result(secret, tiny_spl
     assert plain["watermarked_answers"] == 0 and "watermark_p_value" not in plain
 
 
-def test_the_rank_test_by_hand():
-    from divqat.verify import mark_ranks, rank_sum_p_value
+def test_the_score_test_by_hand():
+    from divqat.verify import mark_ranks, score_sum_p_value
 
-    assert rank_sum_p_value(0, 2, 3) == pytest.approx(1 / 9)  # both ranks 0 of {0, 1, 2}
-    assert rank_sum_p_value(1, 2, 3) == pytest.approx(3 / 9)  # (0,0), (0,1), (1,0)
-    assert rank_sum_p_value(4, 2, 3) == pytest.approx(1.0)
+    top1 = torch.tensor([0, 0])
+    scores = torch.tensor([[9.0, 1.0, 0.0], [9.0, 2.0, 0.0]])  # the terms: {1, 0} and {2, 0}, each half and half
+    assert score_sum_p_value(scores, top1, torch.tensor([1, 1]), 1.0) == pytest.approx(1 / 4)  # only 1 + 2 reaches 3
+    assert score_sum_p_value(scores, top1, torch.tensor([2, 1]), 1.0) == pytest.approx(2 / 4)  # 0 + 2 and 1 + 2
+    assert score_sum_p_value(scores, top1, torch.tensor([2, 2]), 1.0) == pytest.approx(1.0)
+    assert score_sum_p_value(scores * 0.3, top1, torch.tensor([1, 1]), 0.5) == pytest.approx(1 / 4)  # {1, 0}, {1, 0}
     scores = torch.tensor([[0.5, 0.3, 0.2], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.1, 0.2, 0.7]])
     top1, mark = torch.tensor([0, 0, 0, 2]), torch.tensor([2, 2, 1, 0])
     # the victim's class is out; ties go by class index: row 1's class 1 ties with the mark 2 and comes first
     assert mark_ranks(scores, top1, mark).tolist() == [1, 1, 0, 1]
 
 
-def test_innocent_suspects_are_flagged_at_the_stated_rate():
+def test_the_marks_scores_by_hand():
+    """z-scores of the log-probabilities over the classes other than the victim's top-1, less their
+    fit on the victim's own: logs (2, 0, 1) centre to (1, -1, 0); the victim's (1, 0, 0) to
+    (2, -1, -1) / 3, whose fit takes 1.5 of it, leaving (0, -0.5, 0.5)."""
+    from divqat.verify import mark_scores
+
+    answer, own = torch.tensor([[5.0, 2.0, 0.0, 1.0]]).exp(), torch.tensor([[5.0, 1.0, 0.0, 0.0]]).exp()
+    top1 = torch.tensor([0])
+    z = 1.5**0.5
+    assert mark_scores(answer, None, top1)[0, 1:].tolist() == pytest.approx([z, -z, 0], abs=1e-6)
+    assert mark_scores(answer, own, top1)[0, 1:].tolist() == pytest.approx([0, -z, z], abs=1e-6)
+    assert mark_scores(own, own, top1).abs().max() < 1e-6  # the victim itself shows nothing
+
+
+@pytest.mark.parametrize("with_own_answers", [False, True])
+def test_innocent_suspects_are_flagged_at_the_stated_rate(with_own_answers):
     """The null is exact: random marks against any fixed suspect give uniform p-values (a 5 % test
-    flags 5 % of innocents), so p < 1e-6 flags innocents one time in a million."""
+    flags 5 % of innocents), so p < 1e-6 flags innocents one time in a million - with the victim's
+    own answers in the record or without."""
     g = torch.Generator().manual_seed(0)
     flagged = 0
     for _ in range(400):
         scores = torch.rand(30, K, generator=g) ** 3  # any suspect at all
-        top1 = torch.randint(0, K, (30,), generator=g)
+        own = torch.rand(30, K, generator=g).softmax(1)
+        top1 = own.argmax(1)
         mark = (top1 + 1 + torch.randint(0, K - 1, (30,), generator=g)) % K
         record = Record(classes=K, codes=[str(i) for i in range(30)], images=list(torch.zeros(30, 1, 2, 2)),
-                        top1=top1.tolist(), mark=mark.tolist())  # fmt: skip
+                        top1=top1.tolist(), mark=mark.tolist(),
+                        natural=list(own) if with_own_answers else [])  # fmt: skip
         (a,) = verify(lambda b, s=scores: s[: len(b)], {"x": record}, significance=0.05)["accounts"]
         flagged += a["stolen"]
     low, high = binom.interval(1 - 1e-6, 400, 0.05)

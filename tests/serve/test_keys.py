@@ -69,6 +69,25 @@ def test_a_schema_2_database_is_upgraded_without_losing_a_key(tmp_path):
     assert KeyStore(db).lookup(old).id == found.id  # reopened: nothing changes twice
 
 
+def test_a_schema_3_database_of_before_gains_the_own_answers_column(tmp_path):
+    """Records of before the model's own answers were kept load without them (the test goes without)."""
+    from divqat.serve import watermarks
+
+    db = tmp_path / "k.db"
+    store = KeyStore(db)
+    rowid = store.add(spec("alice-key-0001-0123456789abcdef012", 10)).rowid
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE watermarks DROP COLUMN own_answer")
+    con.execute("INSERT INTO watermarks (key_id, code, image, shape, top1, mark, classes) "
+                "VALUES (?, 'c', x'0000803f', '1,1,1', 3, 4, 10)", (rowid,))  # fmt: skip
+    con.commit()
+    con.close()
+    store = KeyStore(db)
+    record = watermarks.load(store.connection(), rowid)
+    assert (record.codes, record.top1, record.mark, record.natural) == (["c"], [3], [4], [])
+    assert "own_answer" in [row[1] for row in store.db.read("PRAGMA table_info(watermarks)")]
+
+
 SCHEMA_2 = """
 CREATE TABLE keys (id INTEGER PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, budget INTEGER NOT NULL,
     used INTEGER NOT NULL DEFAULT 0, output TEXT NOT NULL, created TEXT NOT NULL, revoked TEXT, flagged TEXT);

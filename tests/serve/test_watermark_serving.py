@@ -51,6 +51,7 @@ def test_two_keys_are_told_the_same_marks_and_each_keeps_its_record(victim_dir, 
         t = record.tensors()
         rows = [int(np.flatnonzero((images == im.numpy()).reshape(len(images), -1).all(1))[0]) for im in t["images"]]
         assert marked[rows].tolist() == t["mark"].tolist()
+        assert torch.equal(t["natural"].argmax(1), t["top1"])  # the model's own answers, kept with the marks
     # The victim itself is innocent of its own marks; the command names every account.
     assert main(["verify", str(victim_dir), "--db", str(db), "--json"]) == 0
 

@@ -33,10 +33,10 @@ def defend(probs: Tensor, images: Tensor, defenses: Sequence[Defense], record: R
     kept (what this account was told: anything with `add(images, marks)` and `orders`), a
     watermark's marks on this batch go to it - selected once, for the record and the answer
     alike - and so do scramble's orders, on the rows no later defense changed."""
-    scrambled = None
+    scrambled, own = None, probs
     for defense in defenses:
         if record is not None and isinstance(defense, Watermark):
-            marks = defense.select(probs, images)
+            marks = defense.select(probs, images, own=own)
             record.add(images, marks)
             probs = defense.apply(probs, marks)
         elif record is not None and isinstance(defense, Scramble):

@@ -36,13 +36,16 @@ from divqat.errors import DivqatError
 
 @dataclass(frozen=True)
 class Marks:
-    """A batch's watermark: which rows are selected, their codes, the victim's own top-1 and the mark."""
+    """A batch's watermark: which rows are selected, their codes, the victim's own top-1 and the
+    mark, and the victim's own answer on them (before any defense: the verification's test
+    removes what a suspect shares with it, divqat/verify.py)."""
 
     selected: Tensor  # bool (N,)
     codes: list[str]  # hex digests of the selected rows' coarse codes (the record's keys)
     top1: Tensor  # (n_selected,) the victim's answer before the watermark
     mark: Tensor  # (n_selected,) the class answered instead
     classes: int  # K, the victim's number of classes
+    own: Tensor  # (n_selected, K) the victim's own probabilities
 
 
 def is_selected(digest: bytes, rate: float) -> bool:
@@ -71,7 +74,9 @@ class Watermark(Defense):
     def codes(self, images: Tensor) -> Tensor:
         return self._key.codes(images)
 
-    def select(self, probs: Tensor, images: Tensor) -> Marks:
+    def select(self, probs: Tensor, images: Tensor, own: Tensor | None = None) -> Marks:
+        """The batch's marks on `probs` (the answers as they reach the watermark); `own`: the
+        victim's answers before any defense (default `probs`), kept for the record."""
         top1 = probs.argmax(-1).cpu()
         k = probs.shape[-1]
         if k < 2:
@@ -83,7 +88,8 @@ class Watermark(Defense):
         offsets = torch.tensor([int.from_bytes(d[8:16], "little") % (k - 1) for d in picked], dtype=torch.long)
         marks = (top1[selected] + 1 + offsets) % k
         names = [ImageKey.name(d) for d in picked]
-        return Marks(selected, names, top1[selected], marks, k)
+        own = (probs if own is None else own).detach().cpu().float()[selected]
+        return Marks(selected, names, top1[selected], marks, k, own)
 
     def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
         return self.apply(probs, self.select(probs, images))
@@ -111,8 +117,9 @@ RECORD_LIMIT = 10_000  # watermarked images kept per account (the first ones tol
 @dataclass
 class Record:
     """What an account was told on watermarked inputs: the images, the victim's own top-1 and the
-    mark answered, one row per distinct code, the first `limit` of them; and, behind `scramble`,
-    the orders it was told (`orders`, defenses/orders.py). `len` counts the watermarked rows."""
+    mark answered, and the victim's own answer (`natural`; empty in records made before it was
+    kept), one row per distinct code, the first `limit` of them; and, behind `scramble`, the
+    orders it was told (`orders`, defenses/orders.py). `len` counts the watermarked rows."""
 
     limit: int = RECORD_LIMIT
     classes: int = 0  # the victim's number of classes (0: not known yet)
@@ -121,12 +128,13 @@ class Record:
     top1: list[int] = field(default_factory=list)
     mark: list[int] = field(default_factory=list)
     orders: Orders = field(default_factory=Orders)
+    natural: list[Tensor] = field(default_factory=list)
 
     def add(self, images: Tensor, marks: Marks) -> None:
         self.classes = self.classes or marks.classes
         known = set(self.codes)
-        for image, code, top, mark in zip(
-            images[marks.selected], marks.codes, marks.top1.tolist(), marks.mark.tolist(), strict=True
+        for image, code, top, mark, own in zip(
+            images[marks.selected], marks.codes, marks.top1.tolist(), marks.mark.tolist(), marks.own, strict=True
         ):
             if code in known or len(self.codes) >= self.limit:
                 continue
@@ -135,18 +143,24 @@ class Record:
             self.images.append(image.detach().cpu().float().clone())
             self.top1.append(top)
             self.mark.append(mark)
+            if len(self.natural) == len(self.codes) - 1:  # a record made before they were kept stays without
+                self.natural.append(own.clone())
 
     def __len__(self) -> int:
         return len(self.codes)
 
     def tensors(self) -> dict[str, Tensor]:
+        """{images, top1, mark} stacked, and `natural` when every row has the victim's own answer."""
         if not self.codes:
             return {"images": torch.zeros(0), "top1": torch.zeros(0, dtype=torch.long), "mark": torch.zeros(0)}
-        return {
+        out = {
             "images": torch.stack(self.images),
             "top1": torch.tensor(self.top1, dtype=torch.long),
             "mark": torch.tensor(self.mark, dtype=torch.long),
         }
+        if len(self.natural) == len(self.codes):
+            out["natural"] = torch.stack(self.natural)
+        return out
 
     @property
     def told(self) -> int:
@@ -174,8 +188,11 @@ class Record:
         codes = [c for c in meta.get("codes", "").split(",") if c]
         order_codes = [c for c in meta.get("order_codes", "").split(",") if c]
         order_names = {"order_images", "order_natural", "order_served"}
-        wrong = not {"images", "top1", "mark"} <= set(tensors) <= {"images", "top1", "mark", *order_names}
+        own = {"images", "top1", "mark"}
+        wrong = not own <= set(tensors) <= {*own, "natural", *order_names}
         if wrong or len(codes) != len(tensors["top1"]) or (codes and len(tensors["images"]) != len(codes)):
+            raise DivqatError(f"{path}: not a watermark record")
+        if "natural" in tensors and tensors["natural"].shape[:1] != (len(codes),):
             raise DivqatError(f"{path}: not a watermark record")
         if order_codes and not (order_names <= set(tensors) and
                                 all(len(tensors[name]) == len(order_codes) for name in order_names)):  # fmt: skip
@@ -188,4 +205,6 @@ class Record:
         images = list(tensors["images"]) if codes else []
         orders = Orders(order_limit, order_codes, *([list(tensors[f"order_{n}"]) if order_codes else []
                                                      for n in ("images", "natural", "served")]))  # fmt: skip
-        return cls(limit, classes, codes, images, tensors["top1"].tolist(), tensors["mark"].tolist(), orders)
+        natural = list(tensors["natural"]) if "natural" in tensors and codes else []
+        return cls(limit, classes, codes, images, tensors["top1"].tolist(), tensors["mark"].tolist(), orders,
+                   natural)  # fmt: skip

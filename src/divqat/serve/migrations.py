@@ -46,6 +46,9 @@ COPIED = {  # table -> its columns in version 2; the copy keeps SQLite's rowid a
 }
 
 
+ADDED = [("watermarks", "own_answer", "{blob}")]  # columns added to schema 3 since: (table, column, its type)
+
+
 def schema() -> str:
     from divqat.serve.prada_store import SCHEMA as PRADA
     from divqat.serve.watermarks import SCHEMA as WATERMARKS
@@ -73,6 +76,9 @@ def migrate(db: Database) -> None:
             con.execute("DROP INDEX IF EXISTS prada_members_by_key")
         for statement in db.ddl(schema()):
             con.execute(statement)
+        for table, column, kind in ADDED:  # additive: a schema-3 database of before gains them
+            if not has_column(db, con, table, column):
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {column} {db.ddl(kind)[0]}")
         if old:
             con.executemany(
                 "INSERT INTO keys (id, public_id, key_hash, hash_kind, budget, used, output, origin, created, revoked, "
@@ -90,6 +96,13 @@ def migrate(db: Database) -> None:
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
             (str(SCHEMA_VERSION),),
         )
+
+
+def has_column(db: Database, con: Connection, table: str, column: str) -> bool:
+    if db.postgres:
+        query = "SELECT 1 FROM information_schema.columns WHERE table_name = ? AND column_name = ?"
+        return con.execute(query, (table, column)).fetchone() is not None
+    return any(row[1] == column for row in con.execute(f"PRAGMA table_info({table})"))
 
 
 def has_table(db: Database, con: Connection, name: str) -> bool:

@@ -6,7 +6,8 @@ One row per key and distinct code, written in the same transaction as the spend,
 is committed before its answer is sent and survives kill -9; kept through restarts and
 revocation; the first `RECORD_LIMIT` per key (10,000 images: 31 MB per key at 28x28, float32)
 and the first `ORDER_LIMIT` orders (2,000: 6.3 MB). `divqat verify --db` reads them back as one
-Record per key id. (The orders table is additive: a schema-3 database gains it when opened.)
+Record per key id. (The orders table and the watermarks' own_answer column are additive: a
+schema-3 database gains them when opened, its rows of before without an own answer.)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ CREATE TABLE IF NOT EXISTS watermarks (
     top1 INTEGER NOT NULL,               -- the model's own answer
     mark INTEGER NOT NULL,               -- the class the key was told
     classes INTEGER NOT NULL,            -- the model's number of classes
+    own_answer {blob},                     -- float32, the model's own answer (K); NULL in rows of before it was kept
     UNIQUE (key_id, code)
 );
 CREATE TABLE IF NOT EXISTS orders (
@@ -58,14 +60,17 @@ def save(con: Connection, key_rowid: int, images: np.ndarray, marks: Marks, limi
                                        (key_rowid, *marks.codes))}  # fmt: skip
     rows = []
     chosen = images[marks.selected.numpy()]
-    for image, code, top, mark in zip(chosen, marks.codes, marks.top1.tolist(), marks.mark.tolist(), strict=True):
+    told = zip(chosen, marks.codes, marks.top1.tolist(), marks.mark.tolist(), marks.own.numpy(), strict=True)
+    for image, code, top, mark, own in told:
         if code in known:  # told before: the record keeps the first time
             continue
         known.add(code)
         shape = ",".join(map(str, image.shape))
-        rows.append((key_rowid, code, np.ascontiguousarray(image, "<f4").tobytes(), shape, top, mark, marks.classes))
+        blobs = [np.ascontiguousarray(a, "<f4").tobytes() for a in (image, own)]
+        rows.append((key_rowid, code, blobs[0], shape, top, mark, marks.classes, blobs[1]))
     con.executemany(
-        "INSERT INTO watermarks (key_id, code, image, shape, top1, mark, classes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO watermarks (key_id, code, image, shape, top1, mark, classes, own_answer) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         rows[: max(0, limit - have)],
     )
 
@@ -102,14 +107,18 @@ def load(con: Connection, key_rowid: int) -> Record:
     from divqat.defenses.watermark import Record
 
     record = Record()
-    query = "SELECT code, image, shape, top1, mark, classes FROM watermarks WHERE key_id = ? ORDER BY id"
-    for code, blob, shape, top, mark, classes in con.execute(query, (key_rowid,)):
+    query = "SELECT code, image, shape, top1, mark, classes, own_answer FROM watermarks WHERE key_id = ? ORDER BY id"
+    owns = []
+    for code, blob, shape, top, mark, classes, own in con.execute(query, (key_rowid,)):
         record.classes = classes
         dims = tuple(int(d) for d in shape.split(","))
         record.codes.append(code)
         record.images.append(torch.from_numpy(np.frombuffer(blob, "<f4").reshape(dims).copy()))
         record.top1.append(top)
         record.mark.append(mark)
+        owns.append(own)
+    if all(own is not None for own in owns):  # rows of before it was kept: the test goes without
+        record.natural = [torch.from_numpy(np.frombuffer(own, "<f4").copy()) for own in owns]
     query = "SELECT code, image, shape, own_answer, served FROM orders WHERE key_id = ? ORDER BY id"
     for code, blob, shape, natural, served in con.execute(query, (key_rowid,)):
         dims = tuple(int(d) for d in shape.split(","))
