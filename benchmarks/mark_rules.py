@@ -38,20 +38,6 @@ from divqat.verify import mark_ranks, mark_scores, score_sum_p_value, verify
 SIGNIFICANCE = 1e-6
 
 
-def others_only(values: torch.Tensor, top1: torch.Tensor) -> torch.Tensor:
-    """The (n, K) values with the victim's top-1 column masked out (NaN)."""
-    out = values.double().clone()
-    out[torch.arange(len(out)), top1] = float("nan")
-    return out
-
-
-def zscores(values: torch.Tensor, top1: torch.Tensor) -> torch.Tensor:
-    v = others_only(values, top1)
-    mean = v.nanmean(1, keepdim=True)
-    std = ((v - mean) ** 2).nanmean(1, keepdim=True).sqrt().clamp_min(1e-9)
-    return ((v - mean) / std).nan_to_num(0.0)
-
-
 def all_ranks(answers: torch.Tensor, top1: torch.Tensor) -> torch.Tensor:
     """(n, K): each class's rank among the K - 1 others, as mark_ranks would give it if it were the mark."""
     k = answers.shape[1]
@@ -64,7 +50,7 @@ CANDIDATES = {
     "mark first (count)": (lambda a, n, t: (all_ranks(a, t) == 0).double(), 1.0),
     "log rank": (lambda a, n, t: -(all_ranks(a, t) + 1).log(), 0.01),
     "z of log-probability": (lambda a, n, t: mark_scores(a, None, t), 0.02),
-    "z of probability": (lambda a, n, t: zscores(a, t), 0.02),
+    "z of probability": (lambda a, n, t: mark_scores(a.double().exp(), None, t), 0.02),  # log(exp(p)) = p
     "z of log-probability less the victim's (verify.py since)": (lambda a, n, t: mark_scores(a, n, t), 0.02),
 }
 

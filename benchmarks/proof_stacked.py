@@ -108,14 +108,14 @@ def main() -> None:
     innocent_jobs = [j for j in innocent_jobs if not j["defenses"] and not j["augment"]]
     rows, washes, flagged, innocents_tested = [], [], 0, 0
     for victim_dir in sorted(args.grid.glob("jobs/victim-*")):
-        config = json.loads((victim_dir / "config.json").read_text())["victim"]
-        if config["method"] not in args.victims or (args.seeds is not None and config["seed"] not in args.seeds):
+        own = json.loads((victim_dir / "config.json").read_text())["victim"]
+        if own["method"] not in args.victims or (args.seeds is not None and own["seed"] not in args.seeds):
             continue
         victim = load_backend(victim_dir, "onnx")
         scramble_key, mark_key = secrets_for(victim_dir, victim, splits, args.rate, args.out)
         defenses = (create_defense("scramble", {"secret_file": str(scramble_key)}),
                     create_defense("watermark", {"rate": args.rate, "secret_file": str(mark_key)}))  # fmt: skip
-        seeds = json.loads((victim_dir / "config.json").read_text())["victim"]["seed"]
+        seeds = own["seed"]
         records = {}
         for pool, in_seeds, tau, labels in thieves:
             config = AttackConfig(**ATTACK, pool=pool, in_seeds=in_seeds, confidence_tau=tau, labels=labels, seed=seeds)
