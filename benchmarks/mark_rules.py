@@ -1,8 +1,9 @@
 """Which statistic the watermark's test sums: candidates compared on the clones of proof_stacked.py.
 
     python benchmarks/proof_stacked.py --grid runs/order --out runs/proof_validation --seeds 0 1 2 \
-        --thieves validation:500
+        --thieves validation:500 validation:500:0.5
     python benchmarks/mark_rules.py --proof runs/proof_validation --grid runs/order
+    python benchmarks/mark_rules.py --proof runs/proof --grid runs/order  # then the evaluation's clones
 
 The watermark's test (divqat/verify.py) sums, over an account's watermarked images, a score of
 the mark m_i among the K - 1 classes other than the victim's top-1 v_i. Any score the suspect's
@@ -14,11 +15,14 @@ a mark moved from seventh to sixth place as much as one moved to first; a clone 
 labels may instead hold a few marks clearly and none of the rest. Candidates: the rank (the test
 before this benchmark), whether the mark is first, the log of its rank, its log-probability's
 z-score among the K - 1 (and of the probability, and of the log-probability after the victim's
-own log-probabilities are regressed out). Each clone is verified as `divqat verify` verifies it
-(its own account, the watermark's rows then the order test in 1,000 queries, p < 1e-6 over both
-tests), with each candidate in the watermark's place; and each of the grid's undefended clones of
-the same victim against every record of that victim (innocents). Chosen a priori: the most clones
-verified, then the largest sum of -log10 of the watermark's p over the top-1 clones. Writes nothing.
+own log-probabilities are regressed out: the second test); that z-score weighted by the
+confidence the mark was served with (the victim's own top probability: the test since); and the
+log-likelihood ratio of a clone that learned a fraction eps of its marks (`mixture`). Each clone
+is verified as `divqat verify` verifies it (its own account, the watermark's rows then the order
+test in 1,000 queries, p < 1e-6 over both tests), with each candidate in the watermark's place;
+and each of the grid's undefended clones of the same victim against every record of that victim
+(innocents). Chosen a priori: the most clones verified, then the largest sum of -log10 of the
+watermark's p over the top-1 clones. Writes nothing.
 """
 
 import argparse
@@ -33,7 +37,7 @@ from proof_stacked import ATTACK, label, load_model
 from divqat.blackbox import load_backend
 from divqat.data import load_splits
 from divqat.defenses.watermark import Record
-from divqat.verify import mark_ranks, mark_scores, score_sum_p_value, verify
+from divqat.verify import log_residuals, mark_ranks, mark_scores, residual_z, score_sum_p_value, verify
 
 SIGNIFICANCE = 1e-6
 
@@ -44,14 +48,30 @@ def all_ranks(answers: torch.Tensor, top1: torch.Tensor) -> torch.Tensor:
     return torch.stack([mark_ranks(answers, top1, torch.full_like(top1, c)) for c in range(k)], 1).double()
 
 
+def mixture(answers: torch.Tensor, natural: torch.Tensor | None, top1: torch.Tensor, eps: float) -> torch.Tensor:
+    """(n, K): the log-likelihood ratio of a clone that learned a fraction `eps` of its marks -
+    the mark drawn from the suspect's answer q over the K - 1 (renormalised; from the residuals
+    less the victim's when `natural` is given) - against one that learned none (uniform):
+    log(1 - eps + eps (K - 1) q_c). Bounded below, so a mark the thief never learned (dropped,
+    washed) costs little, where a z-score can fall far."""
+    a, keep = log_residuals(answers, natural, top1)
+    q = torch.where(keep, a, -float("inf")).softmax(1)
+    return torch.where(keep, (1 - eps + eps * (keep.sum(1, keepdim=True) * q)).log(), 0.0)
+
+
 # name -> (scores (n, K), higher = more like the mark; grid step)
 CANDIDATES = {
-    "rank sum (verify.py before)": (lambda a, n, t: -all_ranks(a, t), 1.0),
+    "rank sum (the first test)": (lambda a, n, t: -all_ranks(a, t), 1.0),
     "mark first (count)": (lambda a, n, t: (all_ranks(a, t) == 0).double(), 1.0),
     "log rank": (lambda a, n, t: -(all_ranks(a, t) + 1).log(), 0.01),
-    "z of log-probability": (lambda a, n, t: mark_scores(a, None, t), 0.02),
-    "z of probability": (lambda a, n, t: mark_scores(a.double().exp(), None, t), 0.02),  # log(exp(p)) = p
-    "z of log-probability less the victim's (verify.py since)": (lambda a, n, t: mark_scores(a, n, t), 0.02),
+    "z of log-probability": (lambda a, n, t: residual_z(a, None, t), 0.02),
+    "z of probability": (lambda a, n, t: residual_z(a.double().exp(), None, t), 0.02),  # log(exp(p)) = p
+    "z of log-probability less the victim's (the second test)": (lambda a, n, t: residual_z(a, n, t), 0.02),
+    "the same, weighted by the served confidence (verify.py now)": (lambda a, n, t: mark_scores(a, n, t), 0.02),
+    "likelihood ratio, eps 0.1": (lambda a, n, t: mixture(a, None, t, 0.1), 0.01),
+    "likelihood ratio, eps 0.3": (lambda a, n, t: mixture(a, None, t, 0.3), 0.01),
+    "likelihood ratio less the victim's, eps 0.1": (lambda a, n, t: mixture(a, n, t, 0.1), 0.01),
+    "likelihood ratio less the victim's, eps 0.3": (lambda a, n, t: mixture(a, n, t, 0.3), 0.01),
 }
 
 

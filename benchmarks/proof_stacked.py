@@ -4,6 +4,8 @@
     python benchmarks/proof_stacked.py --grid runs/order --out runs/proof_validation --seeds 0 1 2 \
         --thieves validation:500  # the validation pool's thieves, where a test of the marks is chosen
     python benchmarks/proof_stacked.py --grid runs/order --out runs/proof --thieves ood:500:0.5  # drops answers < 0.5
+    divqat run configs/proof.yaml --out runs/order --jobs 2  # six seeds' victims and their twins, then:
+    python benchmarks/proof_stacked.py --grid runs/order --out runs/proof --thieves ood:500 ood:500:0.5 in:0 --trained 3
 
 The order test (behind `scramble`) proves soft-label clones; a thief that reads only the top-1
 reads no order, and only the watermark's marks can prove it. So each victim of
@@ -14,9 +16,12 @@ victim's own training images), scramble's its own. Thieves: configs/insiders.yam
 (cnn, 10k queries, 10 epochs, constant rate) with 500 in-distribution images in the digits pool
 and on the whole thief split, top-1 and soft answers, 3 seeds. Each clone is verified against
 its own account's record - the watermark's test and the order test sharing 1,000 suspect
-queries, p < 1e-6 over both (Bonferroni) - and, as innocents, the same victims' clones of
-runs/insiders that were stolen without these secrets (undefended, every thief of that grid) are
-verified against each account of their victim, 1,000 queries each. Each job's result and record are kept under
+queries, p < 1e-6 over both (Bonferroni). Innocents, each verified against each account of a
+victim as a suspect is (1,000 queries each): the same victims' clones of the grid that were
+stolen without these secrets (undefended, every thief of that grid) against their victim's; each
+marked clone against every *other* victim's (another seed or method, other secrets); and with
+`--trained N`, LeNet-5, cnn and ResNet-8 trained on the true labels (N seeds each) against every
+victim's. Each job's result and record are kept under
 --out (a rerun reuses them). `--wash` also washes each clone as benchmarks/watermark_eval.py washes
 (pruned, re-quantized, fine-tuned on its own top-1 labels, distilled into LeNet-5) and verifies
 the washed models the same way.
@@ -25,10 +30,11 @@ the washed models the same way.
 import argparse
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from watermark_eval import answer_of, load_surrogate, washed
+from watermark_eval import answer_of, load_surrogate, trained_innocents, washed
 
 from divqat import artifacts
 from divqat.blackbox import load_backend
@@ -43,6 +49,7 @@ from divqat.verify import verify
 
 SIGNIFICANCE = 1e-6
 THIEVES = ("ood:500", "in:0")  # pool:in-distribution images, each with top-1 and soft answers
+TRAINED_CACHE = Path("runs/innocents-trained")
 ATTACK = {"attack": "knockoff", "budget": 10_000, "surrogate": "cnn", "epochs": 10, "schedule": "constant"}
 
 
@@ -86,6 +93,25 @@ def cells(got: list[dict]) -> str:
             f"{sum(r['stolen'] for r in got)}/{len(got)} | {wm} | {order}")  # fmt: skip
 
 
+@dataclass
+class Innocents:
+    """Verifications of models that never saw a record: how many, how many flagged, the smallest p."""
+
+    tested: int = 0
+    flagged: int = 0
+    smallest: float = 1.0
+
+    def verify(self, suspect, records: dict[str, Record]) -> None:
+        for name, record in records.items():  # as a suspect is verified against one account
+            verdicts = verify(suspect, {name: record}, significance=SIGNIFICANCE, max_queries=1000)["accounts"]
+            self.tested += 1
+            self.flagged += any(v["stolen"] for v in verdicts)
+            self.smallest = min([self.smallest, *(v["p_value"] for v in verdicts)])
+
+    def __str__(self) -> str:
+        return f"{self.flagged} of {self.tested} verifications flagged (smallest p {self.smallest:.2g})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=Path, default=Path("runs/insiders"))
@@ -98,6 +124,8 @@ def main() -> None:
                         help="pool:in_seeds[:confidence_tau], each with top-1 and soft answers")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a grid's with --jobs 2: 1)")
     parser.add_argument("--wash", action="store_true", help="also wash each clone and verify it again")
+    parser.add_argument("--trained", type=int, default=0, help="also verify LeNet-5, cnn and ResNet-8 "
+                        "trained on true labels, this many seeds each (kept in runs/innocents-trained)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     thieves = [(pool, int(n), float(tau[0]) if tau else 0.0, labels)
@@ -106,7 +134,11 @@ def main() -> None:
     innocent_jobs = [json.loads(p.read_text()) | {"dir": p.parent}
                      for p in sorted(args.grid.glob("jobs/attack-*/result.json"))]  # fmt: skip
     innocent_jobs = [j for j in innocent_jobs if not j["defenses"] and not j["augment"]]
-    rows, washes, flagged, innocents_tested = [], [], 0, 0
+    counts = [(arch, args.trained) for arch in ("lenet5", "cnn", "resnet8")]
+    trained = trained_innocents(splits, list(range(args.trained)), counts, TRAINED_CACHE) if args.trained else {}
+    rows, washes = [], []
+    twins, models, others = Innocents(), Innocents(), Innocents()
+    marked = {}  # victim dir -> ({account: record}, [its marked clones])
     for victim_dir in sorted(args.grid.glob("jobs/victim-*")):
         own = json.loads((victim_dir / "config.json").read_text())["victim"]
         if own["method"] not in args.victims or (args.seeds is not None and own["seed"] not in args.seeds):
@@ -149,11 +181,15 @@ def main() -> None:
                                    "stolen": any(v["stolen"] for v in verdicts)})  # fmt: skip
         for job in innocent_jobs:
             if job["victim"] == str(victim_dir):
-                suspect = load_model(job["dir"], splits)
-                for name, record in records.items():  # as a suspect is verified against one account
-                    result = verify(suspect, {name: record}, significance=SIGNIFICANCE, max_queries=1000)
-                    flagged += any(v["stolen"] for v in result["accounts"])
-                    innocents_tested += 1
+                twins.verify(load_model(job["dir"], splits), records)
+        for suspect in trained.values():
+            models.verify(suspect, records)
+        marked[victim_dir] = (records, [load_model(args.out / "jobs" / name, splits) for name in records])
+    for victim_dir, (records, _) in marked.items():  # each clone against every other victim's accounts
+        for other, (_, clones) in marked.items():
+            if other != victim_dir:
+                for suspect in clones:
+                    others.verify(suspect, records)
     print(f"rate {100 * args.rate:g} %, 1,000 suspect queries per verification (both tests), p < {SIGNIFICANCE:g}")
     print("| victim | thief | clone acc % | victim - clone (pp) | verified | watermark p | order p |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -173,8 +209,11 @@ def main() -> None:
                     if not got:
                         continue
                     print(f"| {victim_label} | {thief} | {wash} | {cells(got)} |")
-    print(f"\nInnocent clones (the same victims' clones stolen without these secrets), each verified against "
-          f"each of its victim's 4 accounts: {flagged} of {innocents_tested} verifications flagged.")  # fmt: skip
+    print(f"\nInnocents, each verified against each account of a victim, as a suspect is:\n"
+          f"- the same victims' clones stolen without these secrets, against their victim's: {twins}\n"
+          f"- these clones, against every other victim's (another seed, other secrets): {others}")  # fmt: skip
+    if trained:
+        print(f"- models trained on true labels ({', '.join(trained)}), against every victim's: {models}")
 
 
 if __name__ == "__main__":

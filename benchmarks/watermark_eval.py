@@ -40,7 +40,7 @@ from divqat.models import create_model
 from divqat.quant import QuantConfig, calibrate, convert, prepare
 from divqat.train.loop import TrainConfig, fit, predict_proba
 from divqat.train.losses import cross_entropy
-from divqat.train.victim import train_fp
+from divqat.train.victim import new_model, train_fp
 from divqat.verify import verify
 
 SIGNIFICANCE = 1e-6
@@ -138,15 +138,30 @@ def records_by_victim(jobs: list[dict]) -> dict[tuple, dict[str, Record]]:
     return out
 
 
-def innocents(results: Path, jobs: list[dict], splits, seeds: list[int], key_b: Path, work: Path) -> dict:
-    """Models that never saw these records: true labels, and clones through another secret."""
+def trained_innocents(splits, seeds: list[int], counts=(("lenet5", 4), ("cnn", 4), ("resnet8", 3)),
+                      cache: Path | None = None) -> dict:  # fmt: skip
+    """{name: suspect} of models trained on Fashion-MNIST's true labels (the victims' training
+    split), `count` seeds of each architecture (100 + seed); kept in `cache` when given."""
     models = {}
-    for arch, n in (("lenet5", 4), ("cnn", 4), ("resnet8", 3)):
+    for arch, n in counts:
         for seed in seeds[:n]:
             epochs = 3 if arch == "resnet8" else 5
             config = VictimConfig(method="fp", model=arch, fp_epochs=epochs, fp_lr=3e-3, seed=100 + seed)
-            model, _ = train_fp(config, splits)
-            models[f"{arch} on true labels, seed {100 + seed}"] = answer_of(model)
+            path = cache / f"{arch}-{100 + seed}.safetensors" if cache else None
+            if path and path.is_file():
+                model = artifacts.load_state(new_model(config, splits), path).eval()
+            else:
+                model, _ = train_fp(config, splits)
+                if path:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    artifacts.save_state(model, path)
+            models[f"{arch} on true labels, seed {100 + seed}"] = answer_of(model.eval())
+    return models
+
+
+def innocents(results: Path, jobs: list[dict], splits, seeds: list[int], key_b: Path, work: Path) -> dict:
+    """Models that never saw these records: true labels, and clones through another secret."""
+    models = trained_innocents(splits, seeds)
     victims = {j["labels"]["seed"]: results / "jobs" / j["needs"][0] for j in jobs if j["labels"]["victim"] == "qat"}
     other = create_defense("watermark", {"rate": 0.005, "secret_file": str(key_b)})
     for seed, victim in sorted(victims.items()):

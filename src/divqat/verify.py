@@ -11,11 +11,16 @@ suspect, whatever the suspect is, independently across images: the sum of the ma
 an exact null distribution, their convolution (`score_sum_p_value`), which gives the p-value.
 The score (`mark_scores`): the suspect's log-probabilities of the K - 1 classes, less their
 least-squares fit on the victim's own (what any model of the task shares with the victim only
-adds noise), as z-scores within the image, rounded to 0.02. Chosen on the validation pool's
-thieves (benchmarks/mark_rules.py: 12 of 12 clones against the rank sum's 11, which it
-replaced), then 48 of 48 evaluation clones against the rank sum's 41 (docs/divqat.md, "Which
-statistic the watermark's test sums"): a clone shares its victim's runner-up, which a rank of
-the raw scores reads as noise, and a z-score weighs a clearly held mark more. A top-1 match
+adds noise), as z-scores within the image, each image's weighted by the confidence its mark was
+served with - the victim's own top probability, which the swap gives the mark (a mark served
+unsure is learned less, and a confidence-filtering thief drops it; the weight reads only the
+victim's answer, so the null stays exact) - rounded to 0.02. Chosen on the validation pool's
+thieves (benchmarks/mark_rules.py): the unweighted z-score first (12 of 12 clones against the
+rank sum's 11, which it replaced; then 48 of 48 evaluation clones against 41), then the weight
+(24 of 24 validation clones, confidence-filtering thieves included, against the unweighted's
+22; then 46 of 48 fresh evaluation clones against 43 and the rank sum's 34): docs/divqat.md,
+"Which statistic the watermark's test sums". A clone shares its victim's runner-up, which a
+rank of the raw scores reads as noise, and a z-score weighs a clearly held mark more. A top-1 match
 is reported too, with the rate an innocent model would have (1 / (K - 1) of the images where it
 disagrees with the victim), and the marks' mean rank. A verdict is p < significance / tests
 (Bonferroni over the tests made).
@@ -166,10 +171,29 @@ SCORE_STEP = 0.02  # the z-scores' grid: the statistic is the rounded sum, its n
 
 
 def mark_scores(answers: Tensor, natural: Tensor | None, top1: Tensor) -> Tensor:
-    """(n, K): how much like a mark each class looks in the suspect's answer - its log-probability
-    among the K - 1 classes other than the victim's top-1 (centred), less the least-squares fit on
-    the victim's own log-probabilities (`natural`; none in records made before it was kept), as a
-    z-score within the image. The victim's top-1 column is 0 and never read."""
+    """(n, K): how much like a mark each class looks in the suspect's answer (`residual_z`),
+    weighted by the confidence the mark was served with - the victim's own top probability, which
+    the watermark's swap gives the mark (`natural`; unweighted in records made before it was
+    kept): a thief learns a mark served unsure less, and a confidence filter drops it. The weight
+    reads only the victim's own answer, which the mark does not change, so the null stays exact."""
+    z = residual_z(answers, natural, top1)
+    return z if natural is None else z * natural.double().max(1, keepdim=True).values
+
+
+def residual_z(answers: Tensor, natural: Tensor | None, top1: Tensor) -> Tensor:
+    """(n, K): each class's log-probability in the suspect's answer among the K - 1 classes other
+    than the victim's top-1 (centred), less the least-squares fit on the victim's own
+    log-probabilities (`natural`, when given), as a z-score within the image. The victim's top-1
+    column is 0 and never read."""
+    a, keep = log_residuals(answers, natural, top1)
+    spread = ((a * a).sum(1, keepdim=True) / keep.sum(1, keepdim=True)).sqrt().clamp_min(1e-9)
+    return a / spread
+
+
+def log_residuals(answers: Tensor, natural: Tensor | None, top1: Tensor) -> tuple[Tensor, Tensor]:
+    """(residuals (n, K), mask of the K - 1 classes other than the victim's top-1): the suspect's
+    centred log-probabilities of those classes less their least-squares fit on the victim's own
+    (`natural`, when given); 0 in the top-1's column."""
     rows = torch.arange(len(answers))
     keep = torch.ones(answers.shape, dtype=torch.bool)
     keep[rows, top1] = False
@@ -182,8 +206,7 @@ def mark_scores(answers: Tensor, natural: Tensor | None, top1: Tensor) -> Tensor
     if natural is not None:
         b = centred(natural)
         a = a - (a * b).sum(1, keepdim=True) / (b * b).sum(1, keepdim=True).clamp_min(1e-12) * b
-    spread = ((a * a).sum(1, keepdim=True) / keep.sum(1, keepdim=True)).sqrt().clamp_min(1e-9)
-    return a / spread
+    return a, keep
 
 
 def score_sum_p_value(scores: Tensor, top1: Tensor, mark: Tensor, step: float) -> float:

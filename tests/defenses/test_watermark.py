@@ -1,6 +1,7 @@
 """The watermark (defenses/watermark.py) and the verification that reads its record (verify.py)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -229,14 +230,17 @@ def test_the_score_test_by_hand():
 def test_the_marks_scores_by_hand():
     """z-scores of the log-probabilities over the classes other than the victim's top-1, less their
     fit on the victim's own: logs (2, 0, 1) centre to (1, -1, 0); the victim's (1, 0, 0) to
-    (2, -1, -1) / 3, whose fit takes 1.5 of it, leaving (0, -0.5, 0.5)."""
-    from divqat.verify import mark_scores
+    (2, -1, -1) / 3, whose fit takes 1.5 of it, leaving (0, -0.5, 0.5); the marks' scores weigh
+    them by the victim's top probability, e^5 / (e^5 + e + 2)."""
+    from divqat.verify import mark_scores, residual_z
 
-    answer, own = torch.tensor([[5.0, 2.0, 0.0, 1.0]]).exp(), torch.tensor([[5.0, 1.0, 0.0, 0.0]]).exp()
+    answer, own = torch.tensor([[5.0, 2.0, 0.0, 1.0]]).softmax(1), torch.tensor([[5.0, 1.0, 0.0, 0.0]]).softmax(1)
     top1 = torch.tensor([0])
-    z = 1.5**0.5
-    assert mark_scores(answer, None, top1)[0, 1:].tolist() == pytest.approx([z, -z, 0], abs=1e-6)
-    assert mark_scores(answer, own, top1)[0, 1:].tolist() == pytest.approx([0, -z, z], abs=1e-6)
+    z, served = 1.5**0.5, math.exp(5) / (math.exp(5) + math.e + 2)
+    assert residual_z(answer, None, top1)[0, 1:].tolist() == pytest.approx([z, -z, 0], abs=1e-6)
+    assert residual_z(answer, own, top1)[0, 1:].tolist() == pytest.approx([0, -z, z], abs=1e-6)
+    assert mark_scores(answer, None, top1)[0, 1:].tolist() == pytest.approx([z, -z, 0], abs=1e-6)  # no weight
+    assert mark_scores(answer, own, top1)[0, 1:].tolist() == pytest.approx([0, -z * served, z * served], abs=1e-6)
     assert mark_scores(own, own, top1).abs().max() < 1e-6  # the victim itself shows nothing
 
 
