@@ -148,7 +148,7 @@ def main() -> None:
         defenses = (create_defense("scramble", {"secret_file": str(scramble_key)}),
                     create_defense("watermark", {"rate": args.rate, "secret_file": str(mark_key)}))  # fmt: skip
         seeds = own["seed"]
-        records = {}
+        records, clones = {}, []
         for pool, in_seeds, tau, labels in thieves:
             config = AttackConfig(**ATTACK, pool=pool, in_seeds=in_seeds, confidence_tau=tau, labels=labels, seed=seeds)
             job = args.out / "jobs" / f"{victim_dir.name}-{pool}-{in_seeds}{f'-tau{tau:g}' * bool(tau)}-{labels}"
@@ -162,6 +162,7 @@ def main() -> None:
             result = json.loads((job / "result.json").read_text())
             records[job.name] = Record.load(job / "record.safetensors")
             suspect = load_model(job, splits)
+            clones.append(suspect)
             verdicts = verify(suspect, {job.name: records[job.name]}, significance=SIGNIFICANCE,
                               max_queries=1000)  # fmt: skip
             by_test = {v["test"]: v for v in verdicts["accounts"]}
@@ -184,11 +185,11 @@ def main() -> None:
                 twins.verify(load_model(job["dir"], splits), records)
         for suspect in trained.values():
             models.verify(suspect, records)
-        marked[victim_dir] = (records, [load_model(args.out / "jobs" / name, splits) for name in records])
+        marked[victim_dir] = (records, clones)
     for victim_dir, (records, _) in marked.items():  # each clone against every other victim's accounts
-        for other, (_, clones) in marked.items():
+        for other, (_, their_clones) in marked.items():
             if other != victim_dir:
-                for suspect in clones:
+                for suspect in their_clones:
                     others.verify(suspect, records)
     print(f"rate {100 * args.rate:g} %, 1,000 suspect queries per verification (both tests), p < {SIGNIFICANCE:g}")
     print("| victim | thief | clone acc % | victim - clone (pp) | verified | watermark p | order p |")

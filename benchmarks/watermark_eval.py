@@ -141,7 +141,8 @@ def records_by_victim(jobs: list[dict]) -> dict[tuple, dict[str, Record]]:
 def trained_innocents(splits, seeds: list[int], counts=(("lenet5", 4), ("cnn", 4), ("resnet8", 3)),
                       cache: Path | None = None) -> dict:  # fmt: skip
     """{name: suspect} of models trained on Fashion-MNIST's true labels (the victims' training
-    split), `count` seeds of each architecture (100 + seed); kept in `cache` when given."""
+    split): for each (architecture, n) of `counts`, the first n of `seeds` (as 100 + seed); kept in
+    `cache` when given."""
     models = {}
     for arch, n in counts:
         for seed in seeds[:n]:
@@ -149,7 +150,7 @@ def trained_innocents(splits, seeds: list[int], counts=(("lenet5", 4), ("cnn", 4
             config = VictimConfig(method="fp", model=arch, fp_epochs=epochs, fp_lr=3e-3, seed=100 + seed)
             path = cache / f"{arch}-{100 + seed}.safetensors" if cache else None
             if path and path.is_file():
-                model = artifacts.load_state(new_model(config, splits), path).eval()
+                model = artifacts.load_state(new_model(config, splits), path)
             else:
                 model, _ = train_fp(config, splits)
                 if path:
