@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import settings
 
 from divqat.data.idx import write_idx
@@ -18,15 +19,30 @@ settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True
 settings.register_profile("dev", deadline=None, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+# The suite runs on pytest-xdist workers (README: `-n 2`), each with one torch thread: the same
+# numbers on every machine, no two workers fighting over a core, and the small models here
+# gain nothing from a second thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 
 @pytest.hookimpl(tryfirst=True)  # before hypothesis's own plugin reads --hypothesis-seed
 def pytest_configure(config):
-    """Every run has one hypothesis seed, shown at the end: 0 in CI, a fresh one locally."""
+    """Every run has one hypothesis seed, shown at the end: 0 in CI, a fresh one locally; each
+    pytest-xdist worker takes the controller's, so the seed printed replays the whole run."""
     if config.getoption("hypothesis_seed", None) is None:
-        config.option.hypothesis_seed = 0 if os.environ.get("CI") else int.from_bytes(os.urandom(4), "little")
+        seed = getattr(config, "workerinput", {}).get("hypothesis_seed")
+        if seed is None:
+            seed = 0 if os.environ.get("CI") else int.from_bytes(os.urandom(4), "little")
+        config.option.hypothesis_seed = seed
     from hypothesis import core
 
     core.global_force_seed = int(config.option.hypothesis_seed)  # what --hypothesis-seed sets
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: called in the controller, per worker
+def pytest_configure_node(node):
+    node.workerinput["hypothesis_seed"] = node.config.option.hypothesis_seed
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -12,6 +12,7 @@ import pytest
 
 from divqat.cli import main
 from divqat.errors import DivqatError
+from divqat.models import MODELS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -306,7 +307,10 @@ def test_plugin_registrations_reach_the_cli(capsys, tmp_path, tiny_root):
     )
     out = tmp_path / "mlp"
     args = ["--plugin", str(plugin), "train", "--model", "tiny_mlp", "--method", "qat", "--data-root", str(tiny_root)]
-    assert main([*args, "--out", str(out), *QUICK]) == 0
+    try:
+        assert main([*args, "--out", str(out), *QUICK]) == 0
+    finally:  # the registry is the process's: the tests after this one (on its worker) see divqat's own models
+        MODELS.pop("tiny_mlp", None)
     assert json.loads((out / "config.json").read_text())["victim"]["model"] == "tiny_mlp"
     capsys.readouterr()
     code, err = run_cli(capsys, "--plugin", str(tmp_path / "missing.py"), "list")

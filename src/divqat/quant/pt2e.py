@@ -10,8 +10,9 @@ import weakref
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train, qat_utils
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
     QUANT_ANNOTATION_KEY,
@@ -21,6 +22,7 @@ from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
 )
 
 from divqat.quant.config import QuantConfig
+from divqat.quant.patterns import cached_patterns
 
 # Graphs are exported with a symbolic batch size, so one prepared model trains and runs on any batch.
 BATCH = torch.export.Dim("batch", min=1, max=1 << 20)
@@ -79,14 +81,16 @@ def prepare(model: nn.Module, input_shape: tuple[int, ...], config: QuantConfig,
     """
     graph = export_graph(copy.deepcopy(model), input_shape, train=qat)
     q = quantizer(config, is_qat=qat)
-    return prepare_qat_pt2e(graph, q) if qat else prepare_pt2e(graph, q)
+    with cached_patterns():
+        return prepare_qat_pt2e(graph, q) if qat else prepare_pt2e(graph, q)
 
 
 def set_mode(model: nn.Module, train: bool) -> nn.Module:
     """model.train()/eval() that also works on exported graphs, where those calls are refused."""
     inner = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
     if isinstance(inner, torch.fx.GraphModule):
-        (move_exported_model_to_train if train else move_exported_model_to_eval)(inner)
+        with cached_patterns():
+            (move_exported_model_to_train if train else move_exported_model_to_eval)(inner)
     else:
         model.train(train)
     return model
@@ -119,7 +123,8 @@ def deployed_forward(model: nn.Module):
     if not isinstance(inner, torch.fx.GraphModule):
         return lambda x: _in_eval_mode(model, x)
     twin = copy.deepcopy(inner)
-    move_exported_model_to_eval(twin)
+    with cached_patterns():
+        move_exported_model_to_eval(twin)
     for name, parameter in inner.named_parameters(remove_duplicate=False):
         owner, leaf = _owner(twin, name)
         owner._parameters[leaf] = parameter
@@ -172,7 +177,42 @@ def calibrate(prepared: torch.fx.GraphModule, images: torch.Tensor, batch_size: 
 def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """The quantized graph (quantize/dequantize around integer-valued weights)."""
     set_mode(prepared, train=False)
-    return convert_pt2e(prepared)
+    with cached_patterns(), folding_only_present_convs(prepared):
+        return convert_pt2e(prepared)
+
+
+@contextmanager
+def folding_only_present_convs(graph: torch.fx.GraphModule):
+    """convert_pt2e folds a QAT graph's batch norms into its convolutions by exporting, for each
+    of conv1d, conv2d, conv_transpose1d and conv_transpose2d, 24 small pattern graphs and
+    matching them - about a hundred torch.export calls, 34 s of the cnn's 35 s convert on a slow
+    2-core machine, whatever the model's size (upstream named it slow and left caching the
+    patterns for later: pytorch#116440; docs/benchmarks.md).
+    Within this block the patterns of a kind of convolution that the graph does not hold are not
+    exported: a kind with no node in the graph has nothing to match, so the folded graph is the
+    same (tests/quant/test_pt2e.py). A graph with the generic aten.convolution, or with no
+    convolution, folds as torchao does. Not thread-safe (it swaps a module attribute): divqat
+    converts one model per process at a time."""
+    present = {
+        n.target.overloadpacket.__name__ for n in graph.graph.nodes if isinstance(n.target, torch._ops.OpOverload)
+    }
+    kinds = {F.conv1d: "conv1d", F.conv2d: "conv2d", F.conv_transpose1d: "conv_transpose1d",
+             F.conv_transpose2d: "conv_transpose2d"}  # fmt: skip
+    fold = qat_utils._fold_conv_bn_qat_helper
+    if "convolution" in present or not present & set(kinds.values()):
+        yield
+        return
+
+    def fold_present(m, conv_fn, *args, **kwargs):
+        if conv_fn in kinds and kinds[conv_fn] not in present:
+            return m  # no convolution of this kind: nothing to fold
+        return fold(m, conv_fn, *args, **kwargs)
+
+    qat_utils._fold_conv_bn_qat_helper = fold_present
+    try:
+        yield
+    finally:
+        qat_utils._fold_conv_bn_qat_helper = fold
 
 
 QUANTIZE = torch.ops.quantized_decomposed.quantize_per_tensor.default
