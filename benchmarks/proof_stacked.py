@@ -117,6 +117,9 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, default=Path("runs/insiders"))
     parser.add_argument("--out", type=Path, default=Path("runs/proof"))
     parser.add_argument("--rate", type=float, default=0.005)
+    parser.add_argument("--unsure-below", type=float, default=0.0,
+                        help="mark answers whose top probability is below this at --unsure-rate (0: off)")  # fmt: skip
+    parser.add_argument("--unsure-rate", type=float, default=0.0)
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="victims' seeds (default: all)")
     parser.add_argument("--victims", nargs="+", default=["qat", "divqat"], help="victims' methods")
@@ -145,8 +148,9 @@ def main() -> None:
             continue
         victim = load_backend(victim_dir, "onnx")
         scramble_key, mark_key = secrets_for(victim_dir, victim, splits, args.rate, args.out)
-        defenses = (create_defense("scramble", {"secret_file": str(scramble_key)}),
-                    create_defense("watermark", {"rate": args.rate, "secret_file": str(mark_key)}))  # fmt: skip
+        mark = {"rate": args.rate, "secret_file": str(mark_key), "unsure_below": args.unsure_below,
+                "unsure_rate": args.unsure_rate}  # fmt: skip
+        defenses = (create_defense("scramble", {"secret_file": str(scramble_key)}), create_defense("watermark", mark))
         seeds = own["seed"]
         records, clones = {}, []
         for pool, in_seeds, tau, labels in thieves:
@@ -168,7 +172,8 @@ def main() -> None:
             by_test = {v["test"]: v for v in verdicts["accounts"]}
             rows.append({"victim": label(victim_dir), "thief": thief_name(config), "seed": seeds,
                          "accuracy": result["surrogate_accuracy"], "victim_accuracy": result["victim_accuracy"],
-                         "queries": verdicts["queries"], **{f"{t}_p": v["p_value"] for t, v in by_test.items()},
+                         "queries": verdicts["queries"], "marks": len(records[job.name]),
+                         **{f"{t}_p": v["p_value"] for t, v in by_test.items()},
                          "stolen": any(v["stolen"] for v in by_test.values())})  # fmt: skip
             if args.wash:
                 pool = thief_pool(config, splits)
@@ -191,7 +196,10 @@ def main() -> None:
             if other != victim_dir:
                 for suspect in their_clones:
                     others.verify(suspect, records)
-    print(f"rate {100 * args.rate:g} %, 1,000 suspect queries per verification (both tests), p < {SIGNIFICANCE:g}")
+    unsure = f", {100 * args.unsure_rate:g} % below {args.unsure_below:g}" if args.unsure_below else ""
+    print(
+        f"rate {100 * args.rate:g} %{unsure}, 1,000 suspect queries per verification (both tests), p < {SIGNIFICANCE:g}"
+    )
     print("| victim | thief | clone acc % | victim - clone (pp) | verified | watermark p | order p |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for victim_label in ("QAT", "outlier-aware"):
@@ -200,6 +208,10 @@ def main() -> None:
             if not got:
                 continue
             print(f"| {victim_label} | {thief} | {cells(got)} |")
+    print("\nPer clone: | victim | thief | seed | marks in the record | watermark p | order p | verified |")
+    for r in rows:
+        print(f"| {r['victim']} | {r['thief']} | {r['seed']} | {r['marks']} | {r.get('watermark_p', 1):.1e} | "
+              f"{r.get('order_p', 1):.1e} | {r['stolen']} |")  # fmt: skip
     if washes:
         print("\n| victim | thief | wash | clone acc % | victim - clone (pp) | verified | watermark p | order p |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")

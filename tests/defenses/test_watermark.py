@@ -63,6 +63,30 @@ def test_the_rate_is_within_binomial_bounds_on_20k_images(secret):
         assert len(first) > 15_000 and low <= n <= high, (rate, n, len(first))
 
 
+def test_unsure_answers_are_marked_at_their_own_rate_and_sure_ones_at_the_rate(secret):
+    """unsure_below: answers whose top probability is below it are selected at unsure_rate,
+    the rest at rate - each within binomial bounds over its distinct codes."""
+    x = images(20_000, seed=2)
+    _, first = unique_rows(watermark(secret).codes(x))
+    x = x[first]
+    g = torch.Generator().manual_seed(3)
+    confidence = torch.rand(len(x), generator=g)  # half the answers below 0.5
+    probs = torch.full((len(x), K), 0.0)
+    probs[:, 0] = confidence
+    probs[:, 1:] = ((1 - confidence) / (K - 1)).unsqueeze(1)
+    w = create_defense(
+        "watermark", {"rate": 0.005, "secret_file": str(secret), "unsure_below": 0.5, "unsure_rate": 0.05}
+    )
+    selected = w.select(probs, x).selected
+    unsure = confidence < 0.5
+    for rows, rate in ((unsure, 0.05), (~unsure, 0.005)):
+        low, high = binom.interval(1 - 1e-6, int(rows.sum()), rate)
+        assert low <= int(selected[rows].sum()) <= high, (rate, int(selected[rows].sum()), int(rows.sum()))
+    assert torch.equal(w.select(probs, x).selected, selected)  # the same answers, the same marks
+    off = create_defense("watermark", {"rate": 0.005, "secret_file": str(secret), "unsure_rate": 0.05})
+    assert torch.equal(off.select(probs, x).selected, watermark(secret, 0.005).select(probs, x).selected)
+
+
 def unique_rows(cells):
     seen = {}
     for i, row in enumerate(map(tuple, cells.tolist())):

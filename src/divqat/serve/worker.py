@@ -33,6 +33,8 @@ class ServeSettings:
     data_root: str | None = None
     seed: int = 0
     watermark: float | None = None
+    watermark_unsure_below: float = 0.0  # answers less sure than this are marked at watermark_unsure_rate
+    watermark_unsure_rate: float = 0.0
     secret_file: str | None = None
     prada_delta: float | None = None
     prada_block: bool = False
@@ -138,7 +140,8 @@ def build_defenses_of(settings: ServeSettings) -> tuple:
     if settings.watermark is not None:
         from divqat.defenses.chain import check_watermark_last
 
-        defenses = (*defenses, watermark_defense(settings.watermark, Path(settings.secret_file)))
+        unsure = {"unsure_below": settings.watermark_unsure_below, "unsure_rate": settings.watermark_unsure_rate}
+        defenses = (*defenses, watermark_defense(settings.watermark, Path(settings.secret_file), unsure))
         check_watermark_last(defenses)
     return defenses
 
@@ -175,11 +178,11 @@ def build_defenses(run_dir: Path, names: list[str], pairs: list[str], data_root:
     return defenses
 
 
-def watermark_defense(rate: float | None, secret_file: Path | None):
+def watermark_defense(rate: float | None, secret_file: Path | None, params: dict | None = None):
     """The watermark last in the chain, so that what it records is what the key receives."""
     from divqat.defenses import create_defense
 
-    return create_defense("watermark", {"rate": rate, "secret_file": str(secret_file)})
+    return create_defense("watermark", {"rate": rate, "secret_file": str(secret_file), **(params or {})})
 
 
 def read_dataset_name(run_dir: Path) -> str:
