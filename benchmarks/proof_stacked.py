@@ -120,19 +120,23 @@ def main() -> None:
     parser.add_argument("--unsure-below", type=float, default=0.0,
                         help="mark answers whose top probability is below this at --unsure-rate (0: off)")  # fmt: skip
     parser.add_argument("--unsure-rate", type=float, default=0.0)
+    parser.add_argument("--mark-probability", type=float, default=0.0,
+                        help="the least probability a marked answer gives its mark (0: the swap alone)")  # fmt: skip
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="victims' seeds (default: all)")
     parser.add_argument("--victims", nargs="+", default=["qat", "divqat"], help="victims' methods")
     parser.add_argument("--thieves", nargs="+", default=list(THIEVES),
                         help="pool:in_seeds[:confidence_tau], each with top-1 and soft answers")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a grid's with --jobs 2: 1)")
+    parser.add_argument("--labels", nargs="+", default=["hard", "soft"], choices=["hard", "soft"],
+                        help="the thieves' answers (a mark's lift changes only the soft ones')")  # fmt: skip
     parser.add_argument("--wash", action="store_true", help="also wash each clone and verify it again")
     parser.add_argument("--trained", type=int, default=0, help="also verify LeNet-5, cnn and ResNet-8 "
                         "trained on true labels, this many seeds each (kept in runs/innocents-trained)")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     thieves = [(pool, int(n), float(tau[0]) if tau else 0.0, labels)
-               for pool, n, *tau in (t.split(":") for t in args.thieves) for labels in ("hard", "soft")]  # fmt: skip
+               for pool, n, *tau in (t.split(":") for t in args.thieves) for labels in args.labels]  # fmt: skip
     splits = load_splits("fashion-mnist", args.data_root)
     innocent_jobs = [json.loads(p.read_text()) | {"dir": p.parent}
                      for p in sorted(args.grid.glob("jobs/attack-*/result.json"))]  # fmt: skip
@@ -149,7 +153,7 @@ def main() -> None:
         victim = load_backend(victim_dir, "onnx")
         scramble_key, mark_key = secrets_for(victim_dir, victim, splits, args.rate, args.out)
         mark = {"rate": args.rate, "secret_file": str(mark_key), "unsure_below": args.unsure_below,
-                "unsure_rate": args.unsure_rate}  # fmt: skip
+                "unsure_rate": args.unsure_rate, "mark_probability": args.mark_probability}  # fmt: skip
         defenses = (create_defense("scramble", {"secret_file": str(scramble_key)}), create_defense("watermark", mark))
         seeds = own["seed"]
         records, clones = {}, []

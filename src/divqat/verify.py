@@ -12,9 +12,10 @@ an exact null distribution, their convolution (`score_sum_p_value`), which gives
 The score (`mark_scores`): the suspect's log-probabilities of the K - 1 classes, less their
 least-squares fit on the victim's own (what any model of the task shares with the victim only
 adds noise), as z-scores within the image, each image's weighted by the confidence its mark was
-served with - the victim's own top probability, which the swap gives the mark (a mark served
-unsure is learned less, and a confidence-filtering thief drops it; the weight reads only the
-victim's answer, so the null stays exact) - rounded to 0.02. Chosen on the validation pool's
+served with - the record's `confidence`: the victim's own top probability, which the swap gives
+the mark, or more where the watermark lifts it (`mark_probability`) (a mark served unsure is
+learned less, and a confidence-filtering thief drops it; the weight reads only what the victim
+served, so the null stays exact) - rounded to 0.02. Chosen on the validation pool's
 thieves (benchmarks/mark_rules.py): the unweighted z-score first (12 of 12 clones against the
 rank sum's 11, which it replaced; then 48 of 48 evaluation clones against 41), then the weight
 (24 of 24 validation clones, confidence-filtering thieves included, against the unweighted's
@@ -139,7 +140,8 @@ def watermark_verdict(name: str, answers: Tensor, told: dict[str, Tensor], class
     disagreements = int((guess != top1).sum())
     ranks = mark_ranks(answers, top1, mark)
     natural = told["natural"][:n] if "natural" in told else None
-    p = score_sum_p_value(mark_scores(answers, natural, top1), top1, mark, SCORE_STEP)
+    confidence = told["confidence"][:n] if "confidence" in told else None
+    p = score_sum_p_value(mark_scores(answers, natural, top1, confidence), top1, mark, SCORE_STEP)
     rate = disagreements / (n * (classes - 1))
     mean = float(ranks.float().mean())
     return Verdict(name, n, matches, disagreements, rate, mean, (classes - 2) / 2, p, p < threshold)
@@ -170,13 +172,16 @@ def mark_ranks(scores: Tensor, top1: Tensor, mark: Tensor) -> Tensor:
 SCORE_STEP = 0.02  # the z-scores' grid: the statistic is the rounded sum, its null exact
 
 
-def mark_scores(answers: Tensor, natural: Tensor | None, top1: Tensor) -> Tensor:
+def mark_scores(answers: Tensor, natural: Tensor | None, top1: Tensor, confidence: Tensor | None = None) -> Tensor:
     """(n, K): how much like a mark each class looks in the suspect's answer (`residual_z`),
-    weighted by the confidence the mark was served with - the victim's own top probability, which
-    the watermark's swap gives the mark (`natural`; unweighted in records made before it was
-    kept): a thief learns a mark served unsure less, and a confidence filter drops it. The weight
-    reads only the victim's own answer, which the mark does not change, so the null stays exact."""
+    weighted by the confidence the mark was served with (`confidence`, the record's; without it
+    the victim's own top probability, which the watermark's swap gives the mark; unweighted in
+    records made before `natural` was kept): a thief learns a mark served unsure less, and a
+    confidence filter drops it. The weight reads only what the victim served, never the suspect,
+    so the null stays exact."""
     z = residual_z(answers, natural, top1)
+    if confidence is not None:
+        return z * confidence.double().unsqueeze(1)
     return z if natural is None else z * natural.double().max(1, keepdim=True).values
 
 

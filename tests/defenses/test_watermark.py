@@ -108,6 +108,32 @@ def test_the_top1_changes_exactly_on_selected_images_into_a_valid_distribution(s
     assert torch.equal(out[untied].sort(-1).values, clean[untied].sort(-1).values)  # two probabilities swapped
 
 
+def test_mark_probability_lifts_the_mark_and_keeps_the_others_order_on_marked_rows_only(secret):
+    """mark_probability: a marked answer gives its mark at least that much, the other classes
+    scaled down together; unmarked answers and the top-1 everywhere are those of the swap alone."""
+    x = images(3000, seed=2)
+    clean = answers(x).double()
+    swap = watermark(secret, 0.1)(clean, x)
+    w = create_defense("watermark", {"rate": 0.1, "secret_file": str(secret), "mark_probability": 0.9})
+    out = w(clean, x)
+    selected = w.select(clean, x).selected
+    assert torch.equal(out[~selected], clean[~selected]) and torch.equal(out.argmax(-1), swap.argmax(-1))
+    assert torch.allclose(out.sum(-1), torch.ones(len(x), dtype=out.dtype)) and (out >= 0).all()
+    top = out[selected].max(-1).values
+    assert torch.allclose(top, swap[selected].max(-1).values.clamp_min(0.9))
+    others = lambda p: p[selected].sort(dim=-1, stable=True).indices[:, :-1]  # noqa: E731 - all but the mark, in order
+    assert torch.equal(others(out), others(swap))
+
+
+def test_lifted_by_hand():
+    from divqat.defenses.watermark import lifted
+
+    probs = torch.tensor([[0.1, 0.6, 0.3], [0.05, 0.95, 0.0]])
+    got = lifted(probs, torch.tensor([1, 1]), 0.9)
+    # row 0: the mark 0.6 -> 0.9, the others' 0.4 scaled to 0.1: 0.025, 0.075; row 1 already holds 0.95
+    assert torch.allclose(got, torch.tensor([[0.025, 0.9, 0.075], [0.05, 0.95, 0.0]]))
+
+
 def test_a_little_noise_rarely_moves_the_mark(secret):
     x = images(4000, seed=3)
     noisy = (x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
@@ -116,9 +142,11 @@ def test_a_little_noise_rarely_moves_the_mark(secret):
     assert (a != b).float().mean() < 0.1  # selection at rate 0.5 flips on ~ half the moved codes
 
 
-def test_the_record_keeps_what_each_account_was_told_once(secret):
+@pytest.mark.parametrize("lift", [0.0, 0.9])
+def test_the_record_keeps_what_each_account_was_told_once(secret, lift):
     x = images(400, seed=5)
-    victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.1)])
+    mark = create_defense("watermark", {"rate": 0.1, "secret_file": str(secret), "mark_probability": lift})
+    victim = BlackBoxVictim(answers, 10_000, [mark])
     told = victim.query(x)
     victim.query(x)  # asked again: the same answers, recorded once
     record = victim.record
@@ -126,6 +154,7 @@ def test_the_record_keeps_what_each_account_was_told_once(secret):
     assert len(record) == len(marked) > 10
     t = record.tensors()
     assert torch.equal(t["images"], x[marked]) and torch.equal(t["mark"], told[marked].argmax(-1))
+    assert torch.allclose(t["confidence"], told[marked].max(-1).values, atol=1e-5)  # what the mark was served with
 
 
 def test_a_clone_that_memorised_the_record_is_verified_and_innocent_models_are_not(secret, tmp_path):
@@ -138,6 +167,7 @@ def test_a_clone_that_memorised_the_record_is_verified_and_innocent_models_are_n
     loaded = Record.load(path).tensors()
     assert loaded["mark"].tolist() == record.mark
     assert torch.equal(loaded["natural"], answers(record.tensors()["images"]))  # the victim's own answers, kept
+    assert torch.equal(loaded["confidence"], record.tensors()["confidence"])
 
     def clone(batch):  # answers what it was told on the images it saw: a memorising clone
         hits = (batch[:, None] == x[None]).flatten(2).all(-1)
@@ -266,13 +296,15 @@ def test_the_marks_scores_by_hand():
     assert mark_scores(answer, None, top1)[0, 1:].tolist() == pytest.approx([z, -z, 0], abs=1e-6)  # no weight
     assert mark_scores(answer, own, top1)[0, 1:].tolist() == pytest.approx([0, -z * served, z * served], abs=1e-6)
     assert mark_scores(own, own, top1).abs().max() < 1e-6  # the victim itself shows nothing
+    lifted = mark_scores(answer, own, top1, torch.tensor([0.9]))  # the record's served confidence, where it has one
+    assert lifted[0, 1:].tolist() == pytest.approx([0, -z * 0.9, z * 0.9], abs=1e-6)
 
 
-@pytest.mark.parametrize("with_own_answers", [False, True])
-def test_innocent_suspects_are_flagged_at_the_stated_rate(with_own_answers):
+@pytest.mark.parametrize("kept", ["images only", "own answers", "own answers and served confidence"])
+def test_innocent_suspects_are_flagged_at_the_stated_rate(kept):
     """The null is exact: random marks against any fixed suspect give uniform p-values (a 5 % test
     flags 5 % of innocents), so p < 1e-6 flags innocents one time in a million - with the victim's
-    own answers in the record or without."""
+    own answers and the marks' served confidence in the record or without."""
     g = torch.Generator().manual_seed(0)
     flagged = 0
     for _ in range(400):
@@ -282,7 +314,8 @@ def test_innocent_suspects_are_flagged_at_the_stated_rate(with_own_answers):
         mark = (top1 + 1 + torch.randint(0, K - 1, (30,), generator=g)) % K
         record = Record(classes=K, codes=[str(i) for i in range(30)], images=list(torch.zeros(30, 1, 2, 2)),
                         top1=top1.tolist(), mark=mark.tolist(),
-                        natural=list(own) if with_own_answers else [])  # fmt: skip
+                        natural=list(own) if kept != "images only" else [],
+                        confidence=torch.rand(30, generator=g).tolist() if "confidence" in kept else [])  # fmt: skip
         (a,) = verify(lambda b, s=scores: s[: len(b)], {"x": record}, significance=0.05)["accounts"]
         flagged += a["stolen"]
     low, high = binom.interval(1 - 1e-6, 400, 0.05)

@@ -69,23 +69,40 @@ def test_a_schema_2_database_is_upgraded_without_losing_a_key(tmp_path):
     assert KeyStore(db).lookup(old).id == found.id  # reopened: nothing changes twice
 
 
-def test_a_schema_3_database_of_before_gains_the_own_answers_column(tmp_path):
-    """Records of before the model's own answers were kept load without them (the test goes without)."""
+def reopened_without(tmp_path, column: str, own: list[float] | None = None):
+    """A schema-3 database of before `column` was added, holding one watermark row (with the
+    model's own answer `own`, if given), opened again: (its columns now, the row's record)."""
+    import numpy as np
+
     from divqat.serve import watermarks
 
     db = tmp_path / "k.db"
-    store = KeyStore(db)
-    rowid = store.add(spec("alice-key-0001-0123456789abcdef012", 10)).rowid
+    rowid = KeyStore(db).add(spec("alice-key-0001-0123456789abcdef012", 10)).rowid
     con = sqlite3.connect(db)
-    con.execute("ALTER TABLE watermarks DROP COLUMN own_answer")
+    con.execute(f"ALTER TABLE watermarks DROP COLUMN {column}")
     con.execute("INSERT INTO watermarks (key_id, code, image, shape, top1, mark, classes) "
-                "VALUES (?, 'c', x'0000803f', '1,1,1', 3, 4, 10)", (rowid,))  # fmt: skip
+                "VALUES (?, 'c', x'0000803f', '1,1,1', 1, 2, 3)", (rowid,))  # fmt: skip
+    if own is not None:
+        con.execute("UPDATE watermarks SET own_answer = ?", (np.array(own, "<f4").tobytes(),))
     con.commit()
     con.close()
     store = KeyStore(db)
-    record = watermarks.load(store.connection(), rowid)
-    assert (record.codes, record.top1, record.mark, record.natural) == (["c"], [3], [4], [])
-    assert "own_answer" in [row[1] for row in store.db.read("PRAGMA table_info(watermarks)")]
+    columns = [row[1] for row in store.db.read("PRAGMA table_info(watermarks)")]
+    return columns, watermarks.load(store.connection(), rowid)
+
+
+def test_a_schema_3_database_of_before_gains_the_own_answers_column(tmp_path):
+    """Records of before the model's own answers were kept load without them (the test goes without)."""
+    columns, record = reopened_without(tmp_path, "own_answer")
+    assert (record.codes, record.top1, record.mark, record.natural, record.confidence) == (["c"], [1], [2], [], [])
+    assert "own_answer" in columns
+
+
+def test_rows_of_before_the_served_confidence_was_kept_load_with_the_own_answers_top(tmp_path):
+    """Rows of before marks could be lifted were served with the model's own top probability."""
+    columns, record = reopened_without(tmp_path, "confidence", own=[0.1, 0.7, 0.2])
+    assert record.confidence == [pytest.approx(0.7)] and record.tensors()["confidence"].shape == (1,)
+    assert "confidence" in columns
 
 
 SCHEMA_2 = """

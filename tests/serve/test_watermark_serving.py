@@ -162,15 +162,15 @@ def test_scramble_records_the_orders_each_probability_key_was_told(victim_dir, t
     assert innocent["test"] == "order" and not innocent["stolen"]
 
 
-def test_unsure_answers_get_their_own_rate_in_serve(victim_dir, tmp_path, capsys):
+def test_unsure_answers_get_their_own_rate_and_marks_their_probability_in_serve(victim_dir, tmp_path, capsys):
     from divqat.serve.worker import ServeSettings, build_defenses_of
 
     (tmp_path / "wm.key").write_bytes(SECRET)
     settings = ServeSettings(run_dir=str(victim_dir), db=str(tmp_path / "k.db"), watermark=0.002,
                              secret_file=str(tmp_path / "wm.key"), watermark_unsure_below=0.7,
-                             watermark_unsure_rate=0.03)  # fmt: skip
+                             watermark_unsure_rate=0.03, watermark_mark_probability=0.9)  # fmt: skip
     mark = build_defenses_of(settings)[-1]
-    assert (mark.rate, mark.unsure_below, mark.unsure_rate) == (0.002, 0.7, 0.03)
+    assert (mark.rate, mark.unsure_below, mark.unsure_rate, mark.mark_probability) == (0.002, 0.7, 0.03, 0.9)
     assert "secret" not in repr(mark).replace("secret_file", "") and SECRET.hex() not in repr(mark)
     args = ["serve", str(victim_dir), "--port", "0", "--db", str(tmp_path / "k.db")]
     capsys.readouterr()
@@ -181,3 +181,9 @@ def test_unsure_answers_get_their_own_rate_in_serve(victim_dir, tmp_path, capsys
     assert main(bad) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unsure_rate must be in [0.0, 0.5]" in err
+    assert main([*args, "--watermark-mark-probability", "0.9"]) == 2
+    assert "need --watermark" in capsys.readouterr().err
+    marked = [*args, "--watermark", "0.002", "--secret-file", str(tmp_path / "wm.key")]
+    assert main([*marked, "--watermark-mark-probability", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "mark_probability must be in [0.0, 1.0]" in err

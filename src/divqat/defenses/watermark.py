@@ -25,6 +25,13 @@ victim without DivQAT's outlier term is unsure on most of an out-of-distribution
 images it is unsure of it often gets wrong anyway, so marks there cost benign users least:
 measured in docs/divqat.md ("Marks where the victim is unsure").
 
+Marks served sure (`mark_probability`; off by default): a marked answer gives its mark at least
+this probability, the other classes scaled down together (their order kept). The swap alone
+serves the mark with the victim's own top probability - unsure on most of an out-of-distribution
+thief's marks - and a soft-label clone learns such a mark too weakly to keep it once it is
+fine-tuned on its own hard labels; served at 0.9, the mark is learned as a top-1 thief learns it
+(docs/divqat.md, "Marks served sure"). The top-1 in every mode is the swap's.
+
 The secret and the coarse code: defenses/keyed.py.
 """
 
@@ -53,6 +60,7 @@ class Marks:
     mark: Tensor  # (n_selected,) the class answered instead
     classes: int  # K, the victim's number of classes
     own: Tensor  # (n_selected, K) the victim's own probabilities
+    confidence: Tensor  # (n_selected,) the probability each mark is served with (the verification's weight)
 
 
 def is_selected(digest: bytes, rate: float) -> bool:
@@ -80,12 +88,14 @@ class Watermark(Defense):
     secret_file: str = ""
     unsure_below: float = 0.0  # answers whose top probability is below this are marked at unsure_rate; 0: off
     unsure_rate: float = 0.0
+    mark_probability: float = 0.0  # the least probability a marked answer gives its mark; 0: the swap alone
     _key: ImageKey | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self):
         check_range(self, "rate", 0.0, 0.5)
         check_range(self, "unsure_below", 0.0, 1.0)
         check_range(self, "unsure_rate", 0.0, 0.5)
+        check_range(self, "mark_probability", 0.0, 1.0)
         self._key = ImageKey(self.secret_file, self.name)
 
     def fingerprint(self) -> str:
@@ -93,7 +103,8 @@ class Watermark(Defense):
 
     def __repr__(self) -> str:  # never the key
         unsure = f", unsure_below={self.unsure_below}, unsure_rate={self.unsure_rate}" if self.unsure_below else ""
-        return f"Watermark(rate={self.rate}{unsure}, secret_file={self.secret_file!r})"
+        lifted = f", mark_probability={self.mark_probability}" if self.mark_probability else ""
+        return f"Watermark(rate={self.rate}{unsure}{lifted}, secret_file={self.secret_file!r})"
 
     def codes(self, images: Tensor) -> Tensor:
         return self._key.codes(images)
@@ -114,7 +125,8 @@ class Watermark(Defense):
         marks = (top1[selected] + 1 + offsets) % k
         names = [ImageKey.name(d) for d in picked]
         own = (probs if own is None else own).detach().cpu().float()[selected]
-        return Marks(selected, names, top1[selected], marks, k, own)
+        confidence = probs.detach().cpu().float()[selected].max(-1).values.clamp_min(self.mark_probability)
+        return Marks(selected, names, top1[selected], marks, k, own, confidence)
 
     def perturb(self, probs: Tensor, images: Tensor) -> Tensor:
         return self.apply(probs, self.select(probs, images))
@@ -133,7 +145,21 @@ class Watermark(Defense):
         if tied.any():
             out[rows[tied], mark[tied]] += 1e-6
             out[rows[tied]] /= out[rows[tied]].sum(-1, keepdim=True)
+        if self.mark_probability:
+            out[rows] = lifted(out[rows], mark, self.mark_probability)
         return out
+
+
+def lifted(probs: Tensor, mark: Tensor, least: float) -> Tensor:
+    """Rows of probabilities whose `mark` holds at least `least`, the other classes scaled down
+    together (their order kept) so that each row still sums to 1."""
+    rows = torch.arange(len(probs), device=probs.device)
+    held = probs[rows, mark]
+    target = held.clamp_min(least)
+    scale = (1 - target) / (1 - held).clamp_min(1e-12)
+    out = probs * scale.unsqueeze(1)
+    out[rows, mark] = target
+    return out
 
 
 RECORD_LIMIT = 10_000  # watermarked images kept per account (the first ones told)
@@ -142,9 +168,10 @@ RECORD_LIMIT = 10_000  # watermarked images kept per account (the first ones tol
 @dataclass
 class Record:
     """What an account was told on watermarked inputs: the images, the victim's own top-1 and the
-    mark answered, and the victim's own answer (`natural`; empty in records made before it was
-    kept), one row per distinct code, the first `limit` of them; and, behind `scramble`, the
-    orders it was told (`orders`, defenses/orders.py). `len` counts the watermarked rows."""
+    mark answered, the victim's own answer (`natural`) and the probability the mark was served
+    with (`confidence`; each empty in records made before it was kept), one row per distinct code,
+    the first `limit` of them; and, behind `scramble`, the orders it was told (`orders`,
+    defenses/orders.py). `len` counts the watermarked rows."""
 
     limit: int = RECORD_LIMIT
     classes: int = 0  # the victim's number of classes (0: not known yet)
@@ -154,13 +181,13 @@ class Record:
     mark: list[int] = field(default_factory=list)
     orders: Orders = field(default_factory=Orders)
     natural: list[Tensor] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)  # each mark's served probability; empty in records of before
 
     def add(self, images: Tensor, marks: Marks) -> None:
         self.classes = self.classes or marks.classes
         known = set(self.codes)
-        for image, code, top, mark, own in zip(
-            images[marks.selected], marks.codes, marks.top1.tolist(), marks.mark.tolist(), marks.own, strict=True
-        ):
+        told = (marks.codes, marks.top1.tolist(), marks.mark.tolist(), marks.own, marks.confidence.tolist())
+        for image, code, top, mark, own, confidence in zip(images[marks.selected], *told, strict=True):
             if code in known or len(self.codes) >= self.limit:
                 continue
             known.add(code)
@@ -170,6 +197,8 @@ class Record:
             self.mark.append(mark)
             if len(self.natural) == len(self.codes) - 1:  # a record made before they were kept stays without
                 self.natural.append(own.clone())
+            if len(self.confidence) == len(self.codes) - 1:
+                self.confidence.append(confidence)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -185,6 +214,8 @@ class Record:
         }
         if len(self.natural) == len(self.codes):
             out["natural"] = torch.stack(self.natural)
+        if len(self.confidence) == len(self.codes):
+            out["confidence"] = torch.tensor(self.confidence, dtype=torch.float32)
         return out
 
     @property
@@ -214,10 +245,10 @@ class Record:
         order_codes = [c for c in meta.get("order_codes", "").split(",") if c]
         order_names = {"order_images", "order_natural", "order_served"}
         own = {"images", "top1", "mark"}
-        wrong = not own <= set(tensors) <= {*own, "natural", *order_names}
+        wrong = not own <= set(tensors) <= {*own, "natural", "confidence", *order_names}
         if wrong or len(codes) != len(tensors["top1"]) or (codes and len(tensors["images"]) != len(codes)):
             raise DivqatError(f"{path}: not a watermark record")
-        if "natural" in tensors and tensors["natural"].shape[:1] != (len(codes),):
+        if any(name in tensors and tensors[name].shape[:1] != (len(codes),) for name in ("natural", "confidence")):
             raise DivqatError(f"{path}: not a watermark record")
         if order_codes and not (order_names <= set(tensors) and
                                 all(len(tensors[name]) == len(order_codes) for name in order_names)):  # fmt: skip
@@ -231,5 +262,6 @@ class Record:
         orders = Orders(order_limit, order_codes, *([list(tensors[f"order_{n}"]) if order_codes else []
                                                      for n in ("images", "natural", "served")]))  # fmt: skip
         natural = list(tensors["natural"]) if "natural" in tensors and codes else []
+        confidence = tensors["confidence"].tolist() if "confidence" in tensors and codes else []
         return cls(limit, classes, codes, images, tensors["top1"].tolist(), tensors["mark"].tolist(), orders,
-                   natural)  # fmt: skip
+                   natural, confidence)  # fmt: skip

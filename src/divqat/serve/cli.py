@@ -57,6 +57,13 @@ def serve(
     watermark_unsure_rate: Annotated[
         float, typer.Option(help="--watermark: the rate below --watermark-unsure-below.")
     ] = 0.0,
+    watermark_mark_probability: Annotated[
+        float,
+        typer.Option(
+            help="--watermark: serve each mark with at least this probability, the other classes scaled "
+            "down (0: the swap alone; docs/divqat.md)."
+        ),  # fmt: skip
+    ] = 0.0,
     prada: Annotated[bool, typer.Option(help="PRADA extraction detection per key.")] = False,
     prada_delta: Annotated[
         float | None, typer.Option(help="Flag a key when Shapiro-Wilk's W < this [default: 0.93, docs/serving.md].")
@@ -88,8 +95,9 @@ def serve(
         raise DivqatError(f"{run_dir} is not a directory")
     if (watermark is None) != (secret_file is None):
         raise DivqatError("--watermark RATE and --secret-file FILE go together")
-    if (watermark_unsure_below or watermark_unsure_rate) and watermark is None:
-        raise DivqatError("--watermark-unsure-below and --watermark-unsure-rate need --watermark")
+    if (watermark_unsure_below or watermark_unsure_rate or watermark_mark_probability) and watermark is None:
+        raise DivqatError("--watermark-unsure-below, --watermark-unsure-rate and --watermark-mark-probability "
+                          "need --watermark")  # fmt: skip
     try:
         rate = RateLimit(rate_requests, rate_images)
     except ValueError as e:
@@ -101,6 +109,7 @@ def serve(
         defenses=tuple(defense or ()), defense_params=tuple(defense_param or ()),
         data_root=str(data_root) if data_root else None, seed=seed, watermark=watermark,
         watermark_unsure_below=watermark_unsure_below, watermark_unsure_rate=watermark_unsure_rate,
+        watermark_mark_probability=watermark_mark_probability,
         secret_file=str(secret_file) if secret_file else None, prada_delta=config.delta if config else None,
         prada_block=prada_block, max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
         rate_requests=rate.share(workers).requests_per_s, rate_images=rate.share(workers).images_per_s,

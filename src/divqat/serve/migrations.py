@@ -46,7 +46,8 @@ COPIED = {  # table -> its columns in version 2; the copy keeps SQLite's rowid a
 }
 
 
-ADDED = [("watermarks", "own_answer", "{blob}")]  # columns added to schema 3 since: (table, column, its type)
+# Columns added to schema 3 since: (table, column, its type); a database of before gains them.
+ADDED = [("watermarks", "own_answer", "{blob}"), ("watermarks", "confidence", "REAL")]
 
 
 def schema() -> str:

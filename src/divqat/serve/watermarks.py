@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS watermarks (
     mark INTEGER NOT NULL,               -- the class the key was told
     classes INTEGER NOT NULL,            -- the model's number of classes
     own_answer {blob},                     -- float32, the model's own answer (K); NULL in rows of before it was kept
+    confidence REAL,                     -- the probability the mark was served with; NULL in rows of before
     UNIQUE (key_id, code)
 );
 CREATE TABLE IF NOT EXISTS orders (
@@ -60,17 +61,18 @@ def save(con: Connection, key_rowid: int, images: np.ndarray, marks: Marks, limi
                                        (key_rowid, *marks.codes))}  # fmt: skip
     rows = []
     chosen = images[marks.selected.numpy()]
-    told = zip(chosen, marks.codes, marks.top1.tolist(), marks.mark.tolist(), marks.own.numpy(), strict=True)
-    for image, code, top, mark, own in told:
+    told = zip(chosen, marks.codes, marks.top1.tolist(), marks.mark.tolist(), marks.own.numpy(),
+               marks.confidence.tolist(), strict=True)  # fmt: skip
+    for image, code, top, mark, own, confidence in told:
         if code in known:  # told before: the record keeps the first time
             continue
         known.add(code)
         shape = ",".join(map(str, image.shape))
         blobs = [np.ascontiguousarray(a, "<f4").tobytes() for a in (image, own)]
-        rows.append((key_rowid, code, blobs[0], shape, top, mark, marks.classes, blobs[1]))
+        rows.append((key_rowid, code, blobs[0], shape, top, mark, marks.classes, blobs[1], confidence))
     con.executemany(
-        "INSERT INTO watermarks (key_id, code, image, shape, top1, mark, classes, own_answer) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO watermarks (key_id, code, image, shape, top1, mark, classes, own_answer, confidence) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows[: max(0, limit - have)],
     )
 
@@ -107,9 +109,10 @@ def load(con: Connection, key_rowid: int) -> Record:
     from divqat.defenses.watermark import Record
 
     record = Record()
-    query = "SELECT code, image, shape, top1, mark, classes, own_answer FROM watermarks WHERE key_id = ? ORDER BY id"
-    owns = []
-    for code, blob, shape, top, mark, classes, own in con.execute(query, (key_rowid,)):
+    query = ("SELECT code, image, shape, top1, mark, classes, own_answer, confidence FROM watermarks "
+             "WHERE key_id = ? ORDER BY id")  # fmt: skip
+    owns, confidences = [], []
+    for code, blob, shape, top, mark, classes, own, confidence in con.execute(query, (key_rowid,)):
         record.classes = classes
         dims = tuple(int(d) for d in shape.split(","))
         record.codes.append(code)
@@ -117,8 +120,12 @@ def load(con: Connection, key_rowid: int) -> Record:
         record.top1.append(top)
         record.mark.append(mark)
         owns.append(own)
+        confidences.append(confidence)
     if all(own is not None for own in owns):  # rows of before it was kept: the test goes without
         record.natural = [torch.from_numpy(np.frombuffer(own, "<f4").copy()) for own in owns]
+        # Rows of before the mark could be lifted were served with the victim's own top probability.
+        told = zip(record.natural, confidences, strict=True)
+        record.confidence = [float(n.max()) if c is None else c for n, c in told]
     query = "SELECT code, image, shape, own_answer, served FROM orders WHERE key_id = ? ORDER BY id"
     for code, blob, shape, natural, served in con.execute(query, (key_rowid,)):
         dims = tuple(int(d) for d in shape.split(","))

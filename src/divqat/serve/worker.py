@@ -35,6 +35,7 @@ class ServeSettings:
     watermark: float | None = None
     watermark_unsure_below: float = 0.0  # answers less sure than this are marked at watermark_unsure_rate
     watermark_unsure_rate: float = 0.0
+    watermark_mark_probability: float = 0.0  # the least probability a mark is served with (0: the swap alone)
     secret_file: str | None = None
     prada_delta: float | None = None
     prada_block: bool = False
@@ -140,8 +141,9 @@ def build_defenses_of(settings: ServeSettings) -> tuple:
     if settings.watermark is not None:
         from divqat.defenses.chain import check_watermark_last
 
-        unsure = {"unsure_below": settings.watermark_unsure_below, "unsure_rate": settings.watermark_unsure_rate}
-        defenses = (*defenses, watermark_defense(settings.watermark, Path(settings.secret_file), unsure))
+        params = {"unsure_below": settings.watermark_unsure_below, "unsure_rate": settings.watermark_unsure_rate,
+                  "mark_probability": settings.watermark_mark_probability}  # fmt: skip
+        defenses = (*defenses, watermark_defense(settings.watermark, Path(settings.secret_file), params))
         check_watermark_last(defenses)
     return defenses
 
