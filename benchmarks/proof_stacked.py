@@ -6,6 +6,7 @@
     python benchmarks/proof_stacked.py --grid runs/order --out runs/proof --thieves ood:500:0.5  # drops answers < 0.5
     divqat run configs/proof.yaml --out runs/order --jobs 2  # six seeds' victims and their twins, then:
     python benchmarks/proof_stacked.py --grid runs/order --out runs/proof --thieves ood:500 ood:500:0.5 in:0 --trained 3
+    python benchmarks/proof_stacked.py --grid runs/order --out runs/proof_class --scramble-per class  # per class
 
 The order test (behind `scramble`) proves soft-label clones; a thief that reads only the top-1
 reads no order, and only the watermark's marks can prove it. So each victim of
@@ -24,7 +25,10 @@ marked clone against every *other* victim's (another seed or method, other secre
 victim's. Each job's result and record are kept under
 --out (a rerun reuses them). `--wash` also washes each clone as benchmarks/watermark_eval.py washes
 (pruned, re-quantized, fine-tuned on its own top-1 labels, distilled into LeNet-5) and verifies
-the washed models the same way.
+the washed models the same way (kept in the job's washes.json). `--plot F` draws detection
+against clone accuracy for every clone of the run, washed ones included. `--scramble-per class`
+serves scramble's order per top-1 class (verify_order.class_test); `--order-innocents DIR` then
+verifies DIR's clones of the same victims (per image, the same watermark) against these orders.
 """
 
 import argparse
@@ -93,6 +97,55 @@ def cells(got: list[dict]) -> str:
             f"{sum(r['stolen'] for r in got)}/{len(got)} | {wm} | {order}")  # fmt: skip
 
 
+def washed_verdicts(job: Path, config: AttackConfig, record: Record, splits) -> list[dict]:
+    """The job's clone washed each way (watermark_eval.washed) and verified again: [{wash, accuracy,
+    watermark_p, order_p, stolen}], kept in the job's washes.json (a rerun reuses it)."""
+    cache = job / "washes.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    clone = load_surrogate(ATTACK["surrogate"], job, splits)
+    out = []
+    for wash, model in washed(clone, thief_pool(config, splits), splits, config.seed).items():
+        verdicts = verify(answer_of(model), {job.name: record}, significance=SIGNIFICANCE, max_queries=1000)
+        accuracy = (predict_proba(model, splits.test.images).argmax(-1) == splits.test.labels).float()
+        out.append({"wash": wash, "accuracy": accuracy.mean().item(),
+                    **{f"{v['test']}_p": v["p_value"] for v in verdicts["accounts"]},
+                    "stolen": any(v["stolen"] for v in verdicts["accounts"])})  # fmt: skip
+    cache.write_text(json.dumps(out, indent=2))
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Detection against clone accuracy: each clone (washed or not) at its gap to the victim and
+    the smaller of its tests' p-values; the verdict's line (p < 1e-6 over two tests) and 10 pp."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = dict(zip(dict.fromkeys(r.get("wash", "none") for r in rows), "os^vDx", strict=False))
+    for r in rows:
+        p = min(r.get("watermark_p", 1.0), r.get("order_p", 1.0))
+        colour = "C0" if r["thief"].endswith("top-1") else "C1"
+        ax.scatter(100 * (r["victim_accuracy"] - r["accuracy"]), -math.log10(max(p, 1e-300)), s=16, c=colour,
+                   marker=markers[r.get("wash", "none")], alpha=0.8)  # fmt: skip
+    for wash, marker in markers.items():
+        ax.scatter([], [], c="grey", marker=marker, label=wash[:40])
+    ax.scatter([], [], c="C0", label="top-1 thief")
+    ax.scatter([], [], c="C1", label="soft thief")
+    ax.axhline(-math.log10(SIGNIFICANCE / 2), color="k", ls="--", lw=1, label="p = 5e-7 (1e-6 over two tests)")
+    ax.axvline(10, color="k", ls=":", lw=1, label="10 pp below the victim")
+    ax.set(xlabel="victim - clone accuracy (pp, test set)", ylabel="-log10 p (the smaller test's)", yscale="symlog",
+           title="Detection against clone accuracy")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 @dataclass
 class Innocents:
     """Verifications of models that never saw a record: how many, how many flagged, the smallest p."""
@@ -122,6 +175,8 @@ def main() -> None:
     parser.add_argument("--unsure-rate", type=float, default=0.0)
     parser.add_argument("--mark-probability", type=float, default=0.0,
                         help="the least probability a marked answer gives its mark (0: the swap alone)")  # fmt: skip
+    parser.add_argument("--scramble-per", default="image", choices=["image", "class"],
+                        help="scramble's permutations: one per image's code, or one per top-1 class")  # fmt: skip
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="victims' seeds (default: all)")
     parser.add_argument("--victims", nargs="+", default=["qat", "divqat"], help="victims' methods")
@@ -130,7 +185,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a grid's with --jobs 2: 1)")
     parser.add_argument("--labels", nargs="+", default=["hard", "soft"], choices=["hard", "soft"],
                         help="the thieves' answers (a mark's lift changes only the soft ones')")  # fmt: skip
-    parser.add_argument("--wash", action="store_true", help="also wash each clone and verify it again")
+    parser.add_argument(
+        "--wash",
+        action="store_true",
+        help="also wash each clone and verify it again (kept in the job: shown in every later run)",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="also plot detection against clone accuracy (every clone of this run, washed ones too)",
+    )
+    parser.add_argument("--order-innocents", type=Path, default=None,
+                        help="another --out of these victims (e.g. scramble per image): its clones against this "
+                        "run's orders alone (they saw the same watermark, not these orders)")  # fmt: skip
     parser.add_argument("--trained", type=int, default=0, help="also verify LeNet-5, cnn and ResNet-8 "
                         "trained on true labels, this many seeds each (kept in runs/innocents-trained)")  # fmt: skip
     args = parser.parse_args()
@@ -144,7 +212,7 @@ def main() -> None:
     counts = [(arch, args.trained) for arch in ("lenet5", "cnn", "resnet8")]
     trained = trained_innocents(splits, list(range(args.trained)), counts, TRAINED_CACHE) if args.trained else {}
     rows, washes = [], []
-    twins, models, others = Innocents(), Innocents(), Innocents()
+    twins, models, others, orders_only = Innocents(), Innocents(), Innocents(), Innocents()
     marked = {}  # victim dir -> ({account: record}, [its marked clones])
     for victim_dir in sorted(args.grid.glob("jobs/victim-*")):
         own = json.loads((victim_dir / "config.json").read_text())["victim"]
@@ -154,7 +222,8 @@ def main() -> None:
         scramble_key, mark_key = secrets_for(victim_dir, victim, splits, args.rate, args.out)
         mark = {"rate": args.rate, "secret_file": str(mark_key), "unsure_below": args.unsure_below,
                 "unsure_rate": args.unsure_rate, "mark_probability": args.mark_probability}  # fmt: skip
-        defenses = (create_defense("scramble", {"secret_file": str(scramble_key)}), create_defense("watermark", mark))
+        scramble = {"secret_file": str(scramble_key), "per": args.scramble_per}
+        defenses = (create_defense("scramble", scramble), create_defense("watermark", mark))
         seeds = own["seed"]
         records, clones = {}, []
         for pool, in_seeds, tau, labels in thieves:
@@ -179,21 +248,17 @@ def main() -> None:
                          "queries": verdicts["queries"], "marks": len(records[job.name]),
                          **{f"{t}_p": v["p_value"] for t, v in by_test.items()},
                          "stolen": any(v["stolen"] for v in by_test.values())})  # fmt: skip
-            if args.wash:
-                pool = thief_pool(config, splits)
-                clone = load_surrogate(ATTACK["surrogate"], job, splits)
-                for wash, model in washed(clone, pool, splits, seeds).items():
-                    verdicts = verify(answer_of(model), {job.name: records[job.name]}, significance=SIGNIFICANCE,
-                                      max_queries=1000)["accounts"]  # fmt: skip
-                    accuracy = (predict_proba(model, splits.test.images).argmax(-1) == splits.test.labels).float()
-                    washes.append({**rows[-1], "wash": wash, "accuracy": accuracy.mean().item(),
-                                   **{f"{v['test']}_p": v["p_value"] for v in verdicts},
-                                   "stolen": any(v["stolen"] for v in verdicts)})  # fmt: skip
+            if args.wash or (job / "washes.json").exists():  # washed before: shown again
+                washes += [{**rows[-1], **w} for w in washed_verdicts(job, config, records[job.name], splits)]
         for job in innocent_jobs:
             if job["victim"] == str(victim_dir):
                 twins.verify(load_model(job["dir"], splits), records)
         for suspect in trained.values():
             models.verify(suspect, records)
+        if args.order_innocents:
+            orders = {name: Record(orders=r.orders) for name, r in records.items()}
+            for other in sorted(args.order_innocents.glob(f"jobs/{victim_dir.name}-*/surrogate.safetensors")):
+                orders_only.verify(load_model(other.parent, splits), orders)
         marked[victim_dir] = (records, clones)
     for victim_dir, (records, _) in marked.items():  # each clone against every other victim's accounts
         for other, (_, their_clones) in marked.items():
@@ -201,9 +266,8 @@ def main() -> None:
                 for suspect in their_clones:
                     others.verify(suspect, records)
     unsure = f", {100 * args.unsure_rate:g} % below {args.unsure_below:g}" if args.unsure_below else ""
-    print(
-        f"rate {100 * args.rate:g} %{unsure}, 1,000 suspect queries per verification (both tests), p < {SIGNIFICANCE:g}"
-    )
+    print(f"rate {100 * args.rate:g} %{unsure}, scramble per {args.scramble_per}, 1,000 suspect queries per "
+          f"verification (both tests), p < {SIGNIFICANCE:g}")  # fmt: skip
     print("| victim | thief | clone acc % | victim - clone (pp) | verified | watermark p | order p |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for victim_label in ("QAT", "outlier-aware"):
@@ -231,6 +295,11 @@ def main() -> None:
           f"- these clones, against every other victim's (another seed, other secrets): {others}")  # fmt: skip
     if trained:
         print(f"- models trained on true labels ({', '.join(trained)}), against every victim's: {models}")
+    if args.plot:
+        washed_clones = {(w["victim"], w["thief"], w["seed"]) for w in washes}  # their "none" is the clone
+        plot(washes + [r for r in rows if (r["victim"], r["thief"], r["seed"]) not in washed_clones], args.plot)
+    if args.order_innocents:
+        print(f"- {args.order_innocents}'s clones of the same victims, against these orders alone: {orders_only}")
 
 
 if __name__ == "__main__":

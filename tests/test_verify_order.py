@@ -1,10 +1,12 @@
 """The order test behind `scramble` (verify_order.py): by hand, its null, and through the black box."""
 
+import itertools
 import math
 
 import pytest
 import torch
 from scipy.stats import binom
+from torch import Tensor
 
 from divqat.blackbox import BlackBoxVictim
 from divqat.defenses import create_defense
@@ -13,6 +15,7 @@ from divqat.verify import verify
 from divqat.verify_order import (
     Sequential,
     allocate,
+    class_p_value,
     correlations,
     most_informative,
     p_value,
@@ -209,6 +212,30 @@ def test_a_clone_of_the_scrambled_answers_is_verified_and_innocents_are_not(scra
         assert not verdict["stolen"] and verdict["p_value"] > 1e-3, verdict
 
 
+def test_a_model_that_learned_the_per_class_orders_is_verified_and_innocents_are_not(tmp_path):
+    (tmp_path / "s.key").write_bytes(bytes(range(32)))
+    scramble = create_defense("scramble", {"secret_file": str(tmp_path / "s.key"), "per": "class"})
+    victim = BlackBoxVictim(answers, 10_000, [scramble])
+    victim.query(images(2000, seed=3))
+    path = tmp_path / "r.safetensors"
+    victim.record.save(path)
+    record = Record.load(path)
+    assert record.orders.per == "class" and len(record.orders) > 100
+
+    def learned(batch):  # the relabelling learned as a rule, half of it
+        return 0.5 * scramble(answers(batch), batch) + 0.5 * answers(batch)
+
+    (verdict,) = verify(learned, {"thief": record}, max_queries=300)["accounts"]
+    assert verdict["test"] == "order" and verdict["stolen"] and verdict["asked"] == 300, verdict
+    per_image = create_defense("scramble", {"secret_file": str(tmp_path / "s.key")})
+    flatten = create_defense("flatten")
+    noise = torch.Generator().manual_seed(4)
+    for innocent in [answers, lambda b: flatten(answers(b), b), lambda b: torch.rand(len(b), K, generator=noise),
+                     lambda b: per_image(answers(b), b)]:  # fmt: skip
+        (verdict,) = verify(innocent, {"thief": record})["accounts"]
+        assert not verdict["stolen"] and verdict["p_value"] > 1e-3, verdict
+
+
 def test_rows_a_later_defense_changed_are_not_recorded(scramble, tmp_path):
     (tmp_path / "w.key").write_bytes(bytes(range(40, 72)))
     mark = create_defense("watermark", {"rate": 0.2, "secret_file": str(tmp_path / "w.key")})
@@ -235,3 +262,54 @@ def test_a_theft_behind_scramble_is_verified_in_its_result(scramble, tiny_splits
     assert len(record.orders) > 20 and result["watermarked_answers"] == 0
     assert {"order_p_value", "order_stolen", "order_asked", "order_mean_correlation"} <= result.keys()
     assert "watermark_p_value" not in result
+
+
+def relabelled(natural: Tensor, sources: dict[int, list[int]]) -> Tensor:
+    """The victim's answers as `scramble(per="class")` serves them: per top-1 class c, class
+    others[j] told the probability of class others[sources[c][j]]."""
+    k = natural.shape[1]
+    out = natural.clone()
+    for i, c in enumerate(natural.argmax(-1).tolist()):
+        others = [j for j in range(k) if j != c]
+        out[i, others] = natural[i, [others[t] for t in sources[c]]]
+    return out
+
+
+def test_the_per_class_p_value_is_exact_by_brute_force():
+    """Four classes, two of them top-1s: every pair of relabellings (3! x 3!) served in turn; the
+    p-value of the one served is the fraction of pairs whose statistic reaches it."""
+    g = torch.Generator().manual_seed(0)
+    natural = torch.softmax(torch.randn(12, 4, generator=g) + 6 * torch.eye(4)[torch.arange(12) % 2], -1)
+    suspect = torch.softmax(torch.randn(12, 4, generator=g), -1)
+    perms = list(itertools.permutations(range(3)))
+
+    def statistic(pair) -> int:
+        _, evidence, _ = class_p_value(suspect, natural, relabelled(natural, dict(zip((0, 1), pair, strict=True))))
+        return sum(round(e / 0.02) for e in evidence.values())
+
+    stats = {pair: statistic(pair) for pair in itertools.product(perms, perms)}
+    for served in [(perms[1], perms[4]), (perms[0], perms[0]), max(stats, key=stats.get)]:
+        p, evidence, usable = class_p_value(
+            suspect, natural, relabelled(natural, dict(zip((0, 1), served, strict=True)))
+        )
+        assert set(evidence) == {0, 1} and bool(usable.all())
+        brute = sum(v >= stats[served] for v in stats.values()) / len(stats)
+        assert p == pytest.approx(brute, rel=1e-9)
+    assert class_p_value(suspect, natural, relabelled(natural, {0: perms[0], 1: perms[0]}))[0] <= 1
+
+
+def test_the_per_class_test_meets_its_null_and_finds_a_clone():
+    """Six classes: innocents (the victim's answers with noise) are flagged at most at the stated
+    rate over random keys; a clone that learned a third of the relabelled answers is found."""
+    g = torch.Generator().manual_seed(1)
+    flagged, found = 0, 0
+    trials = 200
+    for _ in range(trials):
+        natural = torch.softmax(torch.randn(60, 6, generator=g) + 6 * torch.eye(6)[torch.arange(60) % 6], -1)
+        served = relabelled(natural, {c: torch.randperm(5, generator=g).tolist() for c in range(6)})
+        innocent = natural * torch.exp(0.3 * torch.randn(60, 6, generator=g))
+        innocent /= innocent.sum(1, keepdim=True)
+        flagged += class_p_value(innocent, natural, served)[0] < 0.05
+        found += class_p_value(0.3 * served + 0.7 * innocent, natural, served)[0] < 1e-6
+    assert flagged <= binom.ppf(1 - 1e-6, trials, 0.05)
+    assert found == trials

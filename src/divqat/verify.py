@@ -96,10 +96,13 @@ def verify(
         if n < 1:
             continue
         t = record.tensors()
-        if test == "order":  # asked in rounds, where the suspect shows the order (verify_order.Sequential)
+        if test == "order":  # per image: asked in rounds, where the suspect shows the order (verify_order.Sequential)
             classes = t["served"].shape[1]
             ask = asking(suspect, t["images"], classes, batch_size)
-            result = verify_order.sequential_test(ask, t, n)
+            if record.per == "class":
+                result = verify_order.class_test(ask, t, n)
+            else:
+                result = verify_order.sequential_test(ask, t, n)
             verdicts.append(asdict(order_verdict(name, result, t, classes, threshold)))
             spent += len(result.rows)
             continue
@@ -147,10 +150,15 @@ def watermark_verdict(name: str, answers: Tensor, told: dict[str, Tensor], class
     return Verdict(name, n, matches, disagreements, rate, mean, (classes - 2) / 2, p, p < threshold)
 
 
-def order_verdict(name: str, result: verify_order.SequentialResult, told: dict[str, Tensor], classes: int,
-                  threshold: float) -> OrderVerdict:  # fmt: skip
-    r = result.r[result.usable]
-    matches = verify_order.runner_up_matches(result.answers, told["served"][result.rows])
+def order_verdict(name: str, result: verify_order.SequentialResult | verify_order.ClassResult,
+                  told: dict[str, Tensor], classes: int, threshold: float) -> OrderVerdict:  # fmt: skip
+    asked = told["served"][result.rows]
+    if isinstance(result, verify_order.ClassResult):  # shown beside the test: the rows' own correlations
+        r = verify_order.correlations(result.answers[result.usable], told["natural"][result.rows][result.usable],
+                                      asked[result.usable])  # fmt: skip
+    else:
+        r = result.r[result.usable]
+    matches = verify_order.runner_up_matches(result.answers, asked)
     mean = float(r.mean()) if len(r) else 0.0
     p = result.p_value
     return OrderVerdict(name, len(result.rows), len(r), matches, 1 / (classes - 1), mean, p, p < threshold)

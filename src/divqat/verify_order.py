@@ -24,6 +24,10 @@ own answer). Under the null every r has mean 0 whatever came before, so the weal
 nonnegative martingale of mean 1. A clone that kept only its confident answers carries the order
 only in some strata; the rounds find them.
 
+Behind `scramble` with `per="class"` (one keyed permutation per top-1 class) the record says so
+(`Orders.per`) and the test is `class_test`: the images of a class share one permutation, so
+their evidence is summed per class and tested exactly over all (K - 1)! permutations.
+
 How it was chosen (docs/divqat.md, "A mark on every answer"). First, on the seed-0 clones of
 configs/insiders.yaml: probabilities, not ranks or log-probabilities, and the victim's component
 removed (13 of 14 marked clones at p < 1e-6 from the first 1,000 images, against 1 of 14 for the
@@ -39,12 +43,17 @@ or 40 %) and of the earlier stratified candidates (`stratified_p_value`: 14 of 1
 prior and cap were fixed before any run.
 """
 
+import functools
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from divqat.errors import DivqatError
 
 
 def most_informative(served: Tensor, n: int, strata: int = 1) -> Tensor:
@@ -229,3 +238,78 @@ def allocate(quota: int, available: list[int], weights: Tensor) -> list[int]:
             given += k
         quota -= given
     return out
+
+
+@dataclass(frozen=True)
+class ClassResult:
+    p_value: float
+    rows: Tensor  # the record's rows asked
+    usable: Tensor  # which of them the test read (the victim's own top-1 not tied)
+    answers: Tensor  # the suspect's answers on them
+    evidence: dict[int, float]  # per top-1 class read, -log of its p-value over the permutations
+
+
+def class_test(ask: Callable[[Tensor], Tensor], told: dict[str, Tensor], n: int, step: float = 0.02) -> ClassResult:
+    """The order test of `scramble` with `per="class"`: one keyed permutation of the other K - 1
+    classes per top-1 class c, the same for every image the victim calls c, so the images'
+    evidence adds up to a statistic per class with an exact null over the (K - 1)! permutations
+    (`class_p_value`). Asks the `n` rows of the most mass past the top-1 (`most_informative`:
+    it reads only the served top-1's probability, never the key)."""
+    served, natural = told["served"], told["natural"]
+    rows = most_informative(served, n)
+    answers = ask(rows)
+    p, evidence, usable = class_p_value(answers, natural[rows], served[rows], step)
+    return ClassResult(p, rows, usable, answers, evidence)
+
+
+def class_p_value(suspect: Tensor, natural: Tensor, served: Tensor, step: float = 0.02):
+    """(p, {class: -log p_c}, rows read): per top-1 class c, S_c = sum over its images of the
+    suspect's log-probabilities of the other classes (centred, unit length, less their component
+    along the victim's own) dotted with the served ones (centred, unit). Served = the victim's
+    own relabelled by c's permutation, so S_c is linear in it: S_c(pi) = sum_j M[j, pi(j)], M
+    summing the images' outer products. A suspect that never saw the answers is independent of
+    the key, so pi is uniform over all (K - 1)! permutations, enumerated: p_c = the fraction of
+    them with S_c at least the served one's. The classes' permutations are independent (their
+    own HMACs), so the sum of -log p_c, rounded to `step`, has an exact null: the convolution of
+    the classes' (each computed over the permutations). A clone that learned a class's
+    relabelling puts its S_c near the top of all (K - 1)! (images of a class share most of
+    their order, so the sum of p_c's evidence, not of z-scores, is what grows). Rows whose
+    victim's top-1 ties its runner-up (scramble answers them as they are) are not read."""
+    suspect, natural, served = suspect.double(), natural.double(), served.double()
+    n, k = served.shape
+    if k > 10:
+        raise DivqatError(f"the per-class order test enumerates (K - 1)! permutations: K <= 10, the victim has {k}")
+    top = natural.argmax(-1)
+    two = natural.topk(2, -1).values
+    usable = (two[:, 0] > two[:, 1]) & (served.argmax(-1) == top)
+    permutations = all_permutations(k - 1)
+    distribution, observed, evidence = np.ones(1), 0, {}
+    for c in range(k):
+        rows = usable & (top == c)
+        if int(rows.sum()) < 2:
+            continue
+        others = torch.tensor([j for j in range(k) if j != c])
+        a, v, s = (unit_centred(x[rows][:, others].clamp_min(1e-12).log()) for x in (suspect, natural, served))
+        a = a - (a * v).sum(1, keepdim=True) * v
+        null = (a.T @ v).numpy()[np.arange(k - 1), permutations].sum(1)
+        tolerance = 1e-9 * max(1.0, float(np.abs(null).max()))  # the served S_c is one of them, up to rounding
+        ranked = np.sort(null)
+        at_least = len(null) - np.searchsorted(ranked, null - tolerance)  # per permutation: how many reach it
+        grid = np.round(-np.log(at_least / len(null)) / step).astype(np.int64)
+        mine = len(null) - np.searchsorted(ranked, float((a * s).sum()) - tolerance)
+        evidence[c] = float(-np.log(mine / len(null)))
+        observed += round(evidence[c] / step)
+        distribution = np.convolve(distribution, np.bincount(grid) / len(grid))
+    p = float(min(1.0, distribution[observed:].sum())) if evidence else 1.0
+    return p, evidence, usable
+
+
+def unit_centred(x: Tensor) -> Tensor:
+    x = x - x.mean(1, keepdim=True)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
+
+
+@functools.cache
+def all_permutations(m: int) -> np.ndarray:
+    """(m!, m): every permutation of range(m) (m <= 9: 362,880 rows)."""
+    return np.array(list(itertools.permutations(range(m))), dtype=np.int64).reshape(-1, m)

@@ -42,6 +42,30 @@ def test_scramble_keeps_the_top_and_its_probability_and_permutes_the_rest(secret
         create_defense("scramble")
 
 
+def test_scramble_per_class_relabels_every_image_of_a_class_the_same_way(secret):
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(500, 10, generator=g), -1)
+    images = torch.rand(500, 1, 28, 28, generator=g)
+    scramble = create_defense("scramble", {"secret_file": secret, "per": "class"})
+    out = scramble(probs, images)
+    assert torch.equal(out.max(-1).values, probs.max(-1).values) and torch.equal(out.argmax(-1), probs.argmax(-1))
+    top = probs.argmax(-1)
+    for c in range(10):
+        rows = (top == c).nonzero().squeeze(1)
+        # the class whose probability each class is told, read off the first image: the same for all
+        source = (out[rows[0]][:, None] == probs[rows[0]][None]).float().argmax(1)
+        assert (
+            source[c] == c and sorted(source.tolist()) == list(range(10)) and not torch.equal(source, torch.arange(10))
+        )
+        assert torch.equal(out[rows], probs[rows][:, source])
+    other = create_defense("scramble", {"secret_file": secret, "per": "class"})
+    assert torch.equal(other(probs, torch.rand(500, 1, 28, 28)), out)  # the image's code plays no part
+    with pytest.raises(DivqatError, match="per must be 'image' or 'class'"):
+        create_defense("scramble", {"secret_file": secret, "per": "row"})
+    with pytest.raises(DivqatError, match="keep 1"):
+        create_defense("scramble", {"secret_file": secret, "per": "class", "keep": 2})
+
+
 def test_confidence_step_by_hand():
     flatten = create_defense("flatten", {"keep": 10, "confidence_step": 2})  # keep all: only the rounding
     out = flatten(torch.tensor([[0.6, 0.3, 0.1], [0.55, 0.45, 0.0], [1.0, 0.0, 0.0], [0.0, 0.02, 0.98]]), None)

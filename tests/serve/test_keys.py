@@ -295,3 +295,30 @@ def test_a_file_that_is_not_a_database(tmp_path):
     (tmp_path / "k.db").write_text("hello, not sqlite" * 100)
     with pytest.raises(DivqatError, match="cannot open the key database"):
         KeyStore(tmp_path / "k.db")
+
+
+def test_orders_of_before_their_kind_was_kept_load_as_per_image(tmp_path):
+    """A schema-3 database gains the orders' `per` column; its rows of before were drawn per
+    image. A key told orders of both kinds (a restart with the other `per`) loads the last kind."""
+    import numpy as np
+
+    from divqat.serve import watermarks
+
+    db = tmp_path / "k.db"
+    rowid = KeyStore(db).add(spec("alice-key-0001-0123456789abcdef012", 10)).rowid
+    con = sqlite3.connect(db)
+    con.execute("ALTER TABLE orders DROP COLUMN per")
+    blob = np.array([0.2, 0.5, 0.3], "<f4").tobytes()
+    con.execute("INSERT INTO orders (key_id, code, image, shape, own_answer, served) "
+                "VALUES (?, 'c', x'0000803f', '1,1,1', ?, ?)", (rowid, blob, blob))  # fmt: skip
+    con.commit()
+    con.close()
+    store = KeyStore(db)
+    assert "per" in [row[1] for row in store.db.read("PRAGMA table_info(orders)")]
+    record = watermarks.load(store.connection(), rowid)
+    assert (record.orders.codes, record.orders.per) == (["c"], "image")
+    with store.transaction() as con:
+        con.execute("INSERT INTO orders (key_id, code, image, shape, own_answer, served, per) "
+                    "VALUES (?, 'd', x'0000803f', '1,1,1', ?, ?, 'class')", (rowid, blob, blob))  # fmt: skip
+    record = watermarks.load(store.connection(), rowid)
+    assert (record.orders.codes, record.orders.per) == (["d"], "class")

@@ -9,6 +9,7 @@ import subprocess
 
 import httpx
 import numpy as np
+import pytest
 import torch
 from serving import client, running, spec
 from starlette.testclient import TestClient
@@ -129,11 +130,13 @@ def test_the_record_survives_kill_9_and_the_secret_appears_nowhere_else(victim_d
     assert json.loads(r.text).keys() == {"probabilities"}
 
 
-def test_scramble_records_the_orders_each_probability_key_was_told(victim_dir, tmp_path, capsys):
+@pytest.mark.parametrize("per", ["image", "class"])
+def test_scramble_records_the_orders_each_probability_key_was_told(victim_dir, tmp_path, capsys, per):
     """Behind `--defense scramble` every answer is a mark: the database keeps, per key, the orders
-    told in probability mode (a label key was told none), and `divqat verify --db` tests them."""
+    told in probability mode (a label key was told none) and how they were drawn, and `divqat
+    verify --db` tests them."""
     (tmp_path / "s.key").write_bytes(SECRET)
-    scramble = create_defense("scramble", {"secret_file": str(tmp_path / "s.key")})
+    scramble = create_defense("scramble", {"secret_file": str(tmp_path / "s.key"), "per": per})
     db = tmp_path / "k.db"
     alice, bob = "alice-key-0001-0123456789abcdef012", "bob-key-00001-0123456789abcdef012"
     images = structured(300, 3)
@@ -146,6 +149,7 @@ def test_scramble_records_the_orders_each_probability_key_was_told(victim_dir, t
     records = {k.id: watermarks.load(store.connection(), k.rowid) for k in store.all()}
     ids = {k: store.find(k).id for k in (alice, bob)}
     assert len(records[ids[bob]].orders) == 0 and 20 < len(records[ids[alice]].orders) <= 300
+    assert records[ids[alice]].orders.per == per
     t = records[ids[alice]].orders.tensors()
     rows = [int(np.flatnonzero((images == im.numpy()).reshape(len(images), -1).all(1))[0]) for im in t["images"]]
     assert torch.equal(t["served"], told[rows])

@@ -40,7 +40,7 @@ def defend(probs: Tensor, images: Tensor, defenses: Sequence[Defense], record: R
             record.add(images, marks)
             probs = defense.apply(probs, marks)
         elif record is not None and isinstance(defense, Scramble):
-            natural = probs
+            natural, record.orders.per = probs, defense.per
             probs, names = defense.answer(probs, images)
             scrambled = natural, probs, names
         else:

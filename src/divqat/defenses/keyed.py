@@ -65,7 +65,11 @@ class ImageKey:
 
     def fingerprint(self, label: bytes) -> str:
         """Names the secret without revealing it (an HMAC of a constant)."""
-        return hmac.new(self._secret, label, hashlib.sha256).hexdigest()[:16]
+        return self.digest(label).hex()[:16]
+
+    def digest(self, label: bytes) -> bytes:
+        """A 32-byte HMAC of a constant: what draws a keyed choice that is not an image's."""
+        return hmac.new(self._secret, label, hashlib.sha256).digest()
 
     def directions(self, dim: int) -> Tensor:
         """Unit directions drawn from a generator seeded by the secret (the same in every process)."""

@@ -4,7 +4,9 @@ answer and the answer served (the top-1 and its probability exact, the rest in a
 `divqat verify` asks a suspect these images and tests whether it orders the other classes as
 the account was told (divqat/verify_order.py). One row per code: images that share a code share
 a permutation, so keeping the first image of each code keeps the rows' permutations
-independent, which the test's null needs. The first `limit` codes are kept (2,000 by default:
+independent, which the test's null needs. `per` says how the orders were drawn: one permutation
+per image (its code) or one per top-1 class (`scramble`'s `per`), which decides the test. The
+first `limit` codes are kept (2,000 by default:
 6.3 MB per account at 28x28; a verification asks at most 1,000).
 """
 
@@ -23,6 +25,7 @@ class Orders:
     images: list[Tensor] = field(default_factory=list)
     natural: list[Tensor] = field(default_factory=list)  # the victim's own answers
     served: list[Tensor] = field(default_factory=list)  # what the account received
+    per: str = "image"  # scramble's permutations: one per image ("image") or per top-1 class ("class")
 
     def add(self, images: Tensor, codes: list[str], natural: Tensor, served: Tensor) -> None:
         if len(self.codes) >= self.limit:

@@ -225,7 +225,8 @@ class Record:
 
     def save(self, path: Path) -> None:
         meta = {"codes": ",".join(self.codes), "limit": str(self.limit), "classes": str(self.classes),
-                "order_codes": ",".join(self.orders.codes), "order_limit": str(self.orders.limit)}  # fmt: skip
+                "order_codes": ",".join(self.orders.codes), "order_limit": str(self.orders.limit),
+                "order_per": self.orders.per}  # fmt: skip
         orders = {f"order_{name}": t for name, t in self.orders.tensors().items()}
         save_file({**self.tensors(), **orders}, str(path), metadata=meta)
 
@@ -260,7 +261,10 @@ class Record:
             raise DivqatError(f"{path}: not a watermark record") from None
         images = list(tensors["images"]) if codes else []
         orders = Orders(order_limit, order_codes, *([list(tensors[f"order_{n}"]) if order_codes else []
-                                                     for n in ("images", "natural", "served")]))  # fmt: skip
+                                                     for n in ("images", "natural", "served")]),
+                        per=meta.get("order_per", "image"))  # fmt: skip
+        if orders.per not in ("image", "class"):
+            raise DivqatError(f"{path}: not a watermark record")
         natural = list(tensors["natural"]) if "natural" in tensors and codes else []
         confidence = tensors["confidence"].tolist() if "confidence" in tensors and codes else []
         return cls(limit, classes, codes, images, tensors["top1"].tolist(), tensors["mark"].tolist(), orders,

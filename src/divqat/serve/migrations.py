@@ -47,7 +47,7 @@ COPIED = {  # table -> its columns in version 2; the copy keeps SQLite's rowid a
 
 
 # Columns added to schema 3 since: (table, column, its type); a database of before gains them.
-ADDED = [("watermarks", "own_answer", "{blob}"), ("watermarks", "confidence", "REAL")]
+ADDED = [("watermarks", "own_answer", "{blob}"), ("watermarks", "confidence", "REAL"), ("orders", "per", "TEXT")]
 
 
 def schema() -> str:

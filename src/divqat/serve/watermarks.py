@@ -6,8 +6,9 @@ One row per key and distinct code, written in the same transaction as the spend,
 is committed before its answer is sent and survives kill -9; kept through restarts and
 revocation; the first `RECORD_LIMIT` per key (10,000 images: 31 MB per key at 28x28, float32)
 and the first `ORDER_LIMIT` orders (2,000: 6.3 MB). `divqat verify --db` reads them back as one
-Record per key id. (The orders table and the watermarks' own_answer column are additive: a
-schema-3 database gains them when opened, its rows of before without an own answer.)
+Record per key id. (The orders table, its per column and the watermarks' own_answer and
+confidence columns are additive: a schema-3 database gains them when opened, its rows of before
+without them.)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ CREATE TABLE IF NOT EXISTS orders (
     shape TEXT NOT NULL,                 -- "C,H,W"
     own_answer {blob} NOT NULL,            -- float32, the model's own answer (K; NATURAL is a keyword)
     served {blob} NOT NULL,                -- float32, the answer the key received (K)
+    per TEXT,                            -- scramble's permutations: 'image' or 'class'; NULL in rows of before: 'image'
     UNIQUE (key_id, code)
 );
 """
@@ -96,9 +98,9 @@ def save_orders(con: Connection, key_rowid: int, orders: Orders, limit: int | No
             continue
         known.add(code)
         blob = [np.ascontiguousarray(t.numpy(), "<f4").tobytes() for t in (image, natural, served)]
-        rows.append((key_rowid, code, blob[0], ",".join(map(str, image.shape)), blob[1], blob[2]))
+        rows.append((key_rowid, code, blob[0], ",".join(map(str, image.shape)), blob[1], blob[2], orders.per))
     con.executemany(
-        "INSERT INTO orders (key_id, code, image, shape, own_answer, served) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO orders (key_id, code, image, shape, own_answer, served, per) VALUES (?, ?, ?, ?, ?, ?, ?)",
         rows[: limit - have],
     )
 
@@ -126,8 +128,14 @@ def load(con: Connection, key_rowid: int) -> Record:
         # Rows of before the mark could be lifted were served with the victim's own top probability.
         told = zip(record.natural, confidences, strict=True)
         record.confidence = [float(n.max()) if c is None else c for n, c in told]
-    query = "SELECT code, image, shape, own_answer, served FROM orders WHERE key_id = ? ORDER BY id"
-    for code, blob, shape, natural, served in con.execute(query, (key_rowid,)):
+    # A server restarted with the other `per` told the key orders of both kinds: the record
+    # holds the kind it told last (the test reads one kind); the others stay in the database.
+    query = "SELECT code, image, shape, own_answer, served, per FROM orders WHERE key_id = ? ORDER BY id"
+    rows = con.execute(query, (key_rowid,)).fetchall()
+    record.orders.per = (rows[-1][5] or "image") if rows else "image"
+    for code, blob, shape, natural, served, per in rows:
+        if (per or "image") != record.orders.per:
+            continue
         dims = tuple(int(d) for d in shape.split(","))
         record.orders.codes.append(code)
         record.orders.images.append(torch.from_numpy(np.frombuffer(blob, "<f4").reshape(dims).copy()))
