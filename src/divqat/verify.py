@@ -96,7 +96,7 @@ def verify(
         if n < 1:
             continue
         t = record.tensors()
-        if test == "order":  # per image: asked in rounds, where the suspect shows the order (verify_order.Sequential)
+        if test == "order":  # per image: in rounds (verify_order.Sequential); per class: exact (class_test)
             classes = t["served"].shape[1]
             ask = asking(suspect, t["images"], classes, batch_size)
             if record.per == "class":

@@ -40,7 +40,8 @@ def defend(probs: Tensor, images: Tensor, defenses: Sequence[Defense], record: R
             record.add(images, marks)
             probs = defense.apply(probs, marks)
         elif record is not None and isinstance(defense, Scramble):
-            natural, record.orders.per = probs, defense.per
+            natural = probs
+            record.orders.per = defense.per  # which test reads these orders
             probs, names = defense.answer(probs, images)
             scrambled = natural, probs, names
         else:

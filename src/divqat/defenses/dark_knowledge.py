@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from divqat.defenses.keyed import ImageKey
+from divqat.defenses.orders import PERS
 from divqat.defenses.registry import Defense, check_range, register_defense
 from divqat.errors import DivqatError
 
@@ -99,7 +100,7 @@ class Scramble(Defense):
     def __post_init__(self):
         check_range(self, "keep", 1, 10_000)
         check_range(self, "confidence_step", 0.0, 20.0)
-        if self.per not in ("image", "class"):
+        if self.per not in PERS:
             raise DivqatError(f"defense 'scramble': per must be 'image' or 'class', got {self.per!r}")
         if self.per == "class" and self.keep != 1:
             raise DivqatError("defense 'scramble': per='class' permutes every class but the top-1 (keep 1)")

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 ORDER_LIMIT = 2_000
+PERS = ("image", "class")  # how scramble drew the orders: one permutation per image, or per top-1 class
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Orders:
     images: list[Tensor] = field(default_factory=list)
     natural: list[Tensor] = field(default_factory=list)  # the victim's own answers
     served: list[Tensor] = field(default_factory=list)  # what the account received
-    per: str = "image"  # scramble's permutations: one per image ("image") or per top-1 class ("class")
+    per: str = "image"  # one of PERS
 
     def add(self, images: Tensor, codes: list[str], natural: Tensor, served: Tensor) -> None:
         if len(self.codes) >= self.limit:

@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from divqat.defenses.keyed import ImageKey
-from divqat.defenses.orders import ORDER_LIMIT, Orders
+from divqat.defenses.orders import ORDER_LIMIT, PERS, Orders
 from divqat.defenses.registry import Defense, check_range, register_defense
 from divqat.errors import DivqatError
 
@@ -263,7 +263,7 @@ class Record:
         orders = Orders(order_limit, order_codes, *([list(tensors[f"order_{n}"]) if order_codes else []
                                                      for n in ("images", "natural", "served")]),
                         per=meta.get("order_per", "image"))  # fmt: skip
-        if orders.per not in ("image", "class"):
+        if orders.per not in PERS:
             raise DivqatError(f"{path}: not a watermark record")
         natural = list(tensors["natural"]) if "natural" in tensors and codes else []
         confidence = tensors["confidence"].tolist() if "confidence" in tensors and codes else []
