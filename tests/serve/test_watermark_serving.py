@@ -170,24 +170,23 @@ def test_unsure_answers_get_their_own_rate_and_marks_their_probability_in_serve(
     from divqat.serve.worker import ServeSettings, build_defenses_of
 
     (tmp_path / "wm.key").write_bytes(SECRET)
+    params = ("unsure_below=0.7", "unsure_rate=0.03", "mark_probability=0.9")
     settings = ServeSettings(run_dir=str(victim_dir), db=str(tmp_path / "k.db"), watermark=0.002,
-                             secret_file=str(tmp_path / "wm.key"), watermark_unsure_below=0.7,
-                             watermark_unsure_rate=0.03, watermark_mark_probability=0.9)  # fmt: skip
-    mark = build_defenses_of(settings)[-1]
+                             secret_file=str(tmp_path / "wm.key"), watermark_params=params)  # fmt: skip
+    mark = build_defenses_of(ServeSettings.from_json(settings.to_json()))[-1]  # as a worker gets it
     assert (mark.rate, mark.unsure_below, mark.unsure_rate, mark.mark_probability) == (0.002, 0.7, 0.03, 0.9)
     assert "secret" not in repr(mark).replace("secret_file", "") and SECRET.hex() not in repr(mark)
     args = ["serve", str(victim_dir), "--port", "0", "--db", str(tmp_path / "k.db")]
+    on = ["--watermark", "0.002", "--secret-file", str(tmp_path / "wm.key")]
     capsys.readouterr()
-    assert main([*args, "--watermark-unsure-below", "0.7"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "need --watermark" in err
-    bad = [*args, "--watermark", "0.002", "--secret-file", str(tmp_path / "wm.key"), "--watermark-unsure-rate", "0.9"]
-    assert main(bad) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "unsure_rate must be in [0.0, 0.5]" in err
-    assert main([*args, "--watermark-mark-probability", "0.9"]) == 2
-    assert "need --watermark" in capsys.readouterr().err
-    marked = [*args, "--watermark", "0.002", "--secret-file", str(tmp_path / "wm.key")]
-    assert main([*marked, "--watermark-mark-probability", "2"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "mark_probability must be in [0.0, 1.0]" in err
+    for words, message in [
+        (["--watermark-param", "unsure_below=0.7"], "--watermark-param needs --watermark"),
+        (["--watermark-param", "mark_probability=0.9"], "--watermark-param needs --watermark"),
+        ([*on, "--watermark-param", "unsure_rate=0.9"], "unsure_rate must be in [0.0, 0.5]"),
+        ([*on, "--watermark-param", "mark_probability=2"], "mark_probability must be in [0.0, 1.0]"),
+        ([*on, "--watermark-param", "unsure=0.5"], "has no parameter 'unsure'"),
+        ([*on, "--watermark-param", "rate=0.1"], "--watermark-param rate: give it as --watermark"),
+    ]:
+        assert main([*args, *words]) == 2, words
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, (words, err)

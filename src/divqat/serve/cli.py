@@ -17,6 +17,10 @@ DEFAULT_DB = "serve.db"
 DbOption = Annotated[
     str, typer.Option("--db", help="The key database: an SQLite file (created on first use) or postgresql://...")
 ]
+WATERMARK_PARAM_HELP = (
+    "--watermark: another setting of the watermark defense as key=value, repeatable (e.g. unsure_below=0.5; "
+    "an unknown key's error names them all; docs/divqat.md)."
+)
 KeySecretOption = Annotated[
     Path | None,
     typer.Option(help="The key secret keys are hashed with [default: DB.secret beside an SQLite DB, made 0600]."),
@@ -47,23 +51,7 @@ def serve(
     secret_file: Annotated[
         Path | None, typer.Option(help="--watermark: the server's secret, a file of at least 16 random bytes.")
     ] = None,
-    watermark_unsure_below: Annotated[
-        float,
-        typer.Option(
-            help="--watermark: mark answers whose top probability is below this at "
-            "--watermark-unsure-rate instead (0: off; docs/divqat.md)."
-        ),  # fmt: skip
-    ] = 0.0,
-    watermark_unsure_rate: Annotated[
-        float, typer.Option(help="--watermark: the rate below --watermark-unsure-below.")
-    ] = 0.0,
-    watermark_mark_probability: Annotated[
-        float,
-        typer.Option(
-            help="--watermark: serve each mark with at least this probability, the other classes scaled "
-            "down (0: the swap alone; docs/divqat.md)."
-        ),  # fmt: skip
-    ] = 0.0,
+    watermark_param: Annotated[list[str] | None, typer.Option(help=WATERMARK_PARAM_HELP)] = None,
     prada: Annotated[bool, typer.Option(help="PRADA extraction detection per key.")] = False,
     prada_delta: Annotated[
         float | None, typer.Option(help="Flag a key when Shapiro-Wilk's W < this [default: 0.93, docs/serving.md].")
@@ -83,7 +71,7 @@ def serve(
     """Serve a run's deployed model over HTTP: keys, budgets, defenses, PRADA (docs at /docs)."""
     from divqat.serve.payload import Limits
     from divqat.serve.ratelimit import RateLimit
-    from divqat.serve.worker import ServeSettings
+    from divqat.serve.worker import ServeSettings, watermark_params
 
     if max_batch < 1 or max_body_mb * 2**20 < 1024:
         raise DivqatError("--max-batch must be >= 1 and --max-body-mb at least 0.001")
@@ -95,9 +83,6 @@ def serve(
         raise DivqatError(f"{run_dir} is not a directory")
     if (watermark is None) != (secret_file is None):
         raise DivqatError("--watermark RATE and --secret-file FILE go together")
-    if (watermark_unsure_below or watermark_unsure_rate or watermark_mark_probability) and watermark is None:
-        raise DivqatError("--watermark-unsure-below, --watermark-unsure-rate and --watermark-mark-probability "
-                          "need --watermark")  # fmt: skip
     try:
         rate = RateLimit(rate_requests, rate_images)
     except ValueError as e:
@@ -108,14 +93,14 @@ def serve(
         run_dir=str(run_dir), db=str(db), key_secret=str(key_secret) if key_secret else None,
         defenses=tuple(defense or ()), defense_params=tuple(defense_param or ()),
         data_root=str(data_root) if data_root else None, seed=seed, watermark=watermark,
-        watermark_unsure_below=watermark_unsure_below, watermark_unsure_rate=watermark_unsure_rate,
-        watermark_mark_probability=watermark_mark_probability,
+        watermark_params=tuple(watermark_param or ()),
         secret_file=str(secret_file) if secret_file else None, prada_delta=config.delta if config else None,
         prada_block=prada_block, max_batch=max_batch, max_body_bytes=int(max_body_mb * 2**20),
         rate_requests=rate.share(workers).requests_per_s, rate_images=rate.share(workers).images_per_s,
         threads=threads,
     )  # fmt: skip
     Limits(settings.max_batch, settings.max_body_bytes)
+    watermark_params(settings)  # before the store is made; the defense checks keys and values when built
     from divqat.serve.keys import KeyStore
 
     store = KeyStore(db, secret_file=key_secret)

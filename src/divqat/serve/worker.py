@@ -33,9 +33,7 @@ class ServeSettings:
     data_root: str | None = None
     seed: int = 0
     watermark: float | None = None
-    watermark_unsure_below: float = 0.0  # answers less sure than this are marked at watermark_unsure_rate
-    watermark_unsure_rate: float = 0.0
-    watermark_mark_probability: float = 0.0  # the least probability a mark is served with (0: the swap alone)
+    watermark_params: tuple[str, ...] = ()  # key=value for the watermark defense's other settings
     secret_file: str | None = None
     prada_delta: float | None = None
     prada_block: bool = False
@@ -134,6 +132,7 @@ def run(
 
 
 def build_defenses_of(settings: ServeSettings) -> tuple:
+    params = watermark_params(settings)
     defenses = build_defenses(
         Path(settings.run_dir), list(settings.defenses), list(settings.defense_params),
         Path(settings.data_root) if settings.data_root else None, settings.seed,
@@ -141,8 +140,6 @@ def build_defenses_of(settings: ServeSettings) -> tuple:
     if settings.watermark is not None:
         from divqat.defenses.chain import check_watermark_last
 
-        params = {"unsure_below": settings.watermark_unsure_below, "unsure_rate": settings.watermark_unsure_rate,
-                  "mark_probability": settings.watermark_mark_probability}  # fmt: skip
         defenses = (*defenses, watermark_defense(settings.watermark, Path(settings.secret_file), params))
         check_watermark_last(defenses)
     return defenses
@@ -178,6 +175,23 @@ def build_defenses(run_dir: Path, names: list[str], pairs: list[str], data_root:
         for d in needing_data:
             d.fit(backend, splits)
     return defenses
+
+
+# The watermark's settings that have options of their own; --watermark-param takes the others.
+WATERMARK_OPTIONS = {"rate": "--watermark", "secret_file": "--secret-file"}
+
+
+def watermark_params(settings: ServeSettings) -> dict[str, str]:
+    """--watermark-param's pairs, as strings: the Watermark defense checks keys and values when built."""
+    from divqat.defenses.chain import parse_params
+
+    if settings.watermark_params and settings.watermark is None:
+        raise DivqatError("--watermark-param needs --watermark")
+    params = parse_params(list(settings.watermark_params), option="--watermark-param")
+    own = [key for key in WATERMARK_OPTIONS if key in params]
+    if own:
+        raise DivqatError(f"--watermark-param {own[0]}: give it as {WATERMARK_OPTIONS[own[0]]}")
+    return params
 
 
 def watermark_defense(rate: float | None, secret_file: Path | None, params: dict | None = None):
