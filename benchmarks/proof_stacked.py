@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from watermark_eval import answer_of, load_surrogate, trained_innocents, washed
+from watermark_eval import answer_of, load_surrogate, trained_innocents, washes
 
 from divqat import artifacts
 from divqat.blackbox import load_backend
@@ -98,20 +98,22 @@ def cells(got: list[dict]) -> str:
 
 
 def washed_verdicts(job: Path, config: AttackConfig, record: Record, splits) -> list[dict]:
-    """The job's clone washed each way (watermark_eval.washed) and verified again: [{wash, accuracy,
-    watermark_p, order_p, stolen}], kept in the job's washes.json (a rerun reuses it)."""
+    """The job's clone washed each way (watermark_eval.washes) and verified again: [{wash, accuracy,
+    watermark_p, order_p, stolen}], kept in the job's washes.json (a rerun washes only what it lacks)."""
     cache = job / "washes.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
+    out = json.loads(cache.read_text()) if cache.exists() else []
     clone = load_surrogate(ATTACK["surrogate"], job, splits)
-    out = []
-    for wash, model in washed(clone, thief_pool(config, splits), splits, config.seed).items():
+    done = {w["wash"] for w in out}
+    for wash, make in washes(clone, thief_pool(config, splits), splits, config.seed).items():
+        if wash in done:
+            continue
+        model = make()
         verdicts = verify(answer_of(model), {job.name: record}, significance=SIGNIFICANCE, max_queries=1000)
         accuracy = (predict_proba(model, splits.test.images).argmax(-1) == splits.test.labels).float()
         out.append({"wash": wash, "accuracy": accuracy.mean().item(),
                     **{f"{v['test']}_p": v["p_value"] for v in verdicts["accounts"]},
                     "stolen": any(v["stolen"] for v in verdicts["accounts"])})  # fmt: skip
-    cache.write_text(json.dumps(out, indent=2))
+        cache.write_text(json.dumps(out, indent=2))  # each wash kept as it comes
     return out
 
 
@@ -119,13 +121,14 @@ def plot(rows: list[dict], path: Path) -> None:
     """Detection against clone accuracy: each clone (washed or not) at its gap to the victim and
     the smaller of its tests' p-values; the verdict's line (p < 1e-6 over two tests) and 10 pp."""
     import math
+    import textwrap
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     markers = dict(zip(dict.fromkeys(r.get("wash", "none") for r in rows), "os^vDx", strict=False))
     for r in rows:
         p = min(r.get("watermark_p", 1.0), r.get("order_p", 1.0))
@@ -133,15 +136,16 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.scatter(100 * (r["victim_accuracy"] - r["accuracy"]), -math.log10(max(p, 1e-300)), s=16, c=colour,
                    marker=markers[r.get("wash", "none")], alpha=0.8)  # fmt: skip
     for wash, marker in markers.items():
-        ax.scatter([], [], c="grey", marker=marker, label=wash[:40])
+        ax.scatter([], [], c="grey", marker=marker, label=textwrap.fill(wash, 32))
     ax.scatter([], [], c="C0", label="top-1 thief")
     ax.scatter([], [], c="C1", label="soft thief")
     ax.axhline(-math.log10(SIGNIFICANCE / 2), color="k", ls="--", lw=1, label="p = 5e-7 (1e-6 over two tests)")
     ax.axvline(10, color="k", ls=":", lw=1, label="10 pp below the victim")
     ax.set(xlabel="victim - clone accuracy (pp, test set)", ylabel="-log10 p (the smaller test's)", yscale="symlog",
            title="Detection against clone accuracy")  # fmt: skip
+    ax.set_ylim(bottom=0)  # -log10 p >= 0: no band below
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: no point hidden
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 import torch
-from watermark_eval import load_surrogate, washed
+from watermark_eval import load_surrogate, washes
 
 from divqat.blackbox import load_backend
 from divqat.blackbox.victim import defend
@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     splits = load_splits("fashion-mnist", args.data_root)
     scramble = create_defense("scramble", {"secret_file": str(args.secret)})
-    victims, washes = {}, []
+    victims, washed = {}, []
     groups: dict[str, list[tuple[int, dict]]] = {}
     for path in sorted(args.grid.glob("jobs/attack-*/result.json")):
         result = json.loads(path.read_text())
@@ -89,7 +89,7 @@ def main() -> None:
         groups.setdefault(group_of(result), []).append((config.seed, verdict | {"gap": gap, "where": where}))
         if args.wash and "scramble" in group_of(result) and result["victim_beta"] > 0 and (
                 config.pool == "in" or config.in_seeds == 500) and "soft" in group_of(result):  # fmt: skip
-            washes.append((where, wash(model, record, thief_pool(config, splits), splits, config.seed)))
+            washed.append((where, wash(model, record, thief_pool(config, splits), splits, config.seed)))
     source = "test images" if args.fresh else "the account's images"
     print(f"{args.probes} suspect queries per clone ({source})")
     print(f"| suspects | models | verified at p < {SIGNIFICANCE:g} | mean correlation (null 0) | p-values |")
@@ -115,12 +115,12 @@ def main() -> None:
                       f"mean r {sum(v['mean_correlation'] for v in got) / len(got):.3f}")  # fmt: skip
     if args.plot:
         plot(groups, args.plot)
-    if washes:
+    if washed:
         print("\n| wash (outlier-aware victim behind scramble, soft thief) | thief | clone acc % | verified | p |")
         print("| --- | --- | --- | --- | --- |")
-        for name in washes[0][1]:
-            for where in dict.fromkeys(w for w, _ in washes):
-                got = [row[name] for w, row in washes if w == where]
+        for name in washed[0][1]:
+            for where in dict.fromkeys(w for w, _ in washed):
+                got = [row[name] for w, row in washed if w == where]
                 accuracy = torch.tensor([a for a, _ in got])
                 print(f"| {name} | {where} | {100 * accuracy.mean():.1f} +- {100 * accuracy.std():.1f} | "
                       f"{sum(p < SIGNIFICANCE for _, p in got)}/{len(got)} | "
@@ -154,7 +154,8 @@ def plot(groups: dict[str, list[tuple[int, dict]]], path: Path) -> None:
 def wash(clone, record: Record, pool: torch.Tensor, splits, seed: int) -> dict[str, tuple[float, float]]:
     """{wash: (test accuracy, p-value)} of the clone washed each way, verified from 1,000 queries."""
     out = {}
-    for name, model in washed(clone, pool, splits, seed).items():
+    for name, make in washes(clone, pool, splits, seed).items():
+        model = make()
         (verdict,) = verify(lambda x, m=model: predict_proba(m, x), {"account": record}, max_queries=1000)["accounts"]
         accuracy = (predict_proba(model, splits.test.images).argmax(-1) == splits.test.labels).float().mean().item()
         out[name] = (accuracy, verdict["p_value"])
