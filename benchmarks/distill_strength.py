@@ -8,10 +8,12 @@ student is a fresh LeNet-5 trained 20 or 40 epochs on the clone's soft answers t
 30,000 images drawn from the thief's own pool (augmented copies once the pool is used up), with
 or without a random affine view of each image per epoch, and verified against the clone's record
 as a suspect is (1,000 queries, p < 1e-6 over both tests). Measured on QAT seed 3's whole-split
-soft clone (victim 88.7 %, clone 87.6 %, 71 marks), one thread: the wash of
-benchmarks/watermark_eval.py (augmented, learning rate 1e-3) leaves its student 11 pp below the
-victim; at 3e-3 or 1e-2, 40 epochs or 30,000 images it reaches 84.4-84.9 %; not augmented at 3e-3,
-86.7 % - 2.1 pp below the victim - and no student keeps either mark (smallest p 1e-2).
+soft clone (victim 88.7 %, clone 87.6 %, 71 marks), one thread, 1-3.5 min a student: augmented,
+the wash benchmarks/watermark_eval.py used first (learning rate 1e-3) leaves its student 12.2 pp
+below the victim, and at 3e-3 or 1e-2, 40 epochs or 30,000 images 3.8-6.5 pp, none keeping a
+mark (p >= 0.07); not augmented, 1.6-2.1 pp below, the marks partly kept - at 3e-3 p 1e-2, at
+1e-2 1e-6, 40 epochs at 3e-3 4e-7 (proven): the more faithfully the student copies the clone,
+the more of the marks it copies too.
 """
 
 import argparse

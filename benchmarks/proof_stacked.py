@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from watermark_eval import answer_of, load_surrogate, trained_innocents, washes
+from watermark_eval import STRONG_DISTILLATION, answer_of, load_surrogate, trained_innocents, washes
 
 from divqat import artifacts
 from divqat.blackbox import load_backend
@@ -97,15 +97,16 @@ def cells(got: list[dict]) -> str:
             f"{sum(r['stolen'] for r in got)}/{len(got)} | {wm} | {order}")  # fmt: skip
 
 
-def washed_verdicts(job: Path, config: AttackConfig, record: Record, splits) -> list[dict]:
-    """The job's clone washed each way (watermark_eval.washes) and verified again: [{wash, accuracy,
-    watermark_p, order_p, stolen}], kept in the job's washes.json (a rerun washes only what it lacks)."""
+def washed_verdicts(job: Path, config: AttackConfig, record: Record, splits, only: list[str] | None) -> list[dict]:
+    """The job's clone washed each way (watermark_eval.washes; `only` these, if given) and verified
+    again: [{wash, accuracy, watermark_p, order_p, stolen}], kept in the job's washes.json (a rerun
+    washes only what it lacks)."""
     cache = job / "washes.json"
     out = json.loads(cache.read_text()) if cache.exists() else []
     clone = load_surrogate(ATTACK["surrogate"], job, splits)
     done = {w["wash"] for w in out}
     for wash, make in washes(clone, thief_pool(config, splits), splits, config.seed).items():
-        if wash in done:
+        if wash in done or (only and wash not in only):
             continue
         model = make()
         verdicts = verify(answer_of(model), {job.name: record}, significance=SIGNIFICANCE, max_queries=1000)
@@ -129,7 +130,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    markers = dict(zip(dict.fromkeys(r.get("wash", "none") for r in rows), "os^vDx", strict=False))
+    markers = dict(zip(dict.fromkeys(r.get("wash", "none") for r in rows), "os^vDxP*", strict=False))
     for r in rows:
         p = min(r.get("watermark_p", 1.0), r.get("order_p", 1.0))
         colour = "C0" if r["thief"].endswith("top-1") else "C1"
@@ -194,6 +195,9 @@ def main() -> None:
         action="store_true",
         help="also wash each clone and verify it again (kept in the job: shown in every later run)",
     )
+    parser.add_argument("--wash-only", nargs="+", default=None, metavar="WASH",
+                        help="with --wash: only these washes (watermark_eval.washes' names), e.g. "
+                        f"'{STRONG_DISTILLATION}'")  # fmt: skip
     parser.add_argument(
         "--plot",
         type=Path,
@@ -253,7 +257,8 @@ def main() -> None:
                          **{f"{t}_p": v["p_value"] for t, v in by_test.items()},
                          "stolen": any(v["stolen"] for v in by_test.values())})  # fmt: skip
             if args.wash or (job / "washes.json").exists():  # washed before: shown again
-                washes += [{**rows[-1], **w} for w in washed_verdicts(job, config, records[job.name], splits)]
+                washed_ones = washed_verdicts(job, config, records[job.name], splits, args.wash_only)
+                washes += [{**rows[-1], **w} for w in washed_ones]
         for job in innocent_jobs:
             if job["victim"] == str(victim_dir):
                 twins.verify(load_model(job["dir"], splits), records)
