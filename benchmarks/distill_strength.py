@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from watermark_eval import answer_of, fresh_lenet5, load_surrogate, relabel_train
+from watermark_eval import answer_of, distil, load_surrogate
 
 from divqat.configs import AttackConfig
 from divqat.data import load_splits
@@ -51,15 +51,13 @@ def main() -> None:
     pool = thief_pool(config, splits)
     record = Record.load(args.job / "record.safetensors")
     clone = load_surrogate(config.surrogate, args.job, splits)
-    seed = 400 + config.seed
     print(f"{args.job.name}: victim {100 * result['victim_accuracy']:.1f} %, clone "
           f"{100 * result['surrogate_accuracy']:.1f} %, {len(record)} marks, pool of {len(pool)}")  # fmt: skip
     print("| images | epochs | lr | augmented | student acc % | victim - student (pp) | watermark p | order p | s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n, epochs, lr, augmented in STUDENTS:
         start = time.perf_counter()
-        student = relabel_train(clone, fresh_lenet5(splits, seed), pool, epochs, seed, soft=True, lr=lr,
-                                augment=augmented, images=n)  # fmt: skip
+        student = distil(clone, pool, splits, config.seed, lr, augmented, epochs, n)
         accuracy = (predict_proba(student, splits.test.images).argmax(-1) == splits.test.labels).float().mean().item()
         verdicts = verify(answer_of(student), {"thief": record}, max_queries=1000)["accounts"]
         p = {v["test"]: v["p_value"] for v in verdicts}

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from watermark_eval import STRONG_DISTILLATION, answer_of, load_surrogate, trained_innocents, washes
+from watermark_eval import DISTILLATIONS, answer_of, load_surrogate, trained_innocents, washes
 
 from divqat import artifacts
 from divqat.blackbox import load_backend
@@ -97,21 +97,23 @@ def cells(got: list[dict]) -> str:
             f"{sum(r['stolen'] for r in got)}/{len(got)} | {wm} | {order}")  # fmt: skip
 
 
-def washed_verdicts(job: Path, config: AttackConfig, record: Record, splits, only: list[str] | None) -> list[dict]:
-    """The job's clone washed each way (watermark_eval.washes; `only` these, if given) and verified
-    again: [{wash, accuracy, watermark_p, order_p, stolen}], kept in the job's washes.json (a rerun
-    washes only what it lacks)."""
+def washed_verdicts(job: Path, config: AttackConfig, record: Record, splits, wash: list[str] | None) -> list[dict]:
+    """The job's clone washed each way (watermark_eval.washes) and verified again: [{wash, accuracy,
+    watermark_p, order_p, stolen}], kept in the job's washes.json. `wash`: the washes to add where
+    the file lacks them (all: []; None: none - what was washed before is only shown again)."""
     cache = job / "washes.json"
     out = json.loads(cache.read_text()) if cache.exists() else []
-    clone = load_surrogate(ATTACK["surrogate"], job, splits)
     done = {w["wash"] for w in out}
-    for wash, make in washes(clone, thief_pool(config, splits), splits, config.seed).items():
-        if wash in done or (only and wash not in only):
+    if wash is None or (wash and done.issuperset(wash)):
+        return out
+    clone = load_surrogate(ATTACK["surrogate"], job, splits)
+    for name, make in washes(clone, thief_pool(config, splits), splits, config.seed).items():
+        if name in done or (wash and name not in wash):
             continue
         model = make()
         verdicts = verify(answer_of(model), {job.name: record}, significance=SIGNIFICANCE, max_queries=1000)
         accuracy = (predict_proba(model, splits.test.images).argmax(-1) == splits.test.labels).float()
-        out.append({"wash": wash, "accuracy": accuracy.mean().item(),
+        out.append({"wash": name, "accuracy": accuracy.mean().item(),
                     **{f"{v['test']}_p": v["p_value"] for v in verdicts["accounts"]},
                     "stolen": any(v["stolen"] for v in verdicts["accounts"])})  # fmt: skip
         cache.write_text(json.dumps(out, indent=2))  # each wash kept as it comes
@@ -197,7 +199,7 @@ def main() -> None:
     )
     parser.add_argument("--wash-only", nargs="+", default=None, metavar="WASH",
                         help="with --wash: only these washes (watermark_eval.washes' names), e.g. "
-                        f"'{STRONG_DISTILLATION}'")  # fmt: skip
+                        f"'{next(reversed(DISTILLATIONS))}'")  # fmt: skip
     parser.add_argument(
         "--plot",
         type=Path,
@@ -210,6 +212,11 @@ def main() -> None:
     parser.add_argument("--trained", type=int, default=0, help="also verify LeNet-5, cnn and ResNet-8 "
                         "trained on true labels, this many seeds each (kept in runs/innocents-trained)")  # fmt: skip
     args = parser.parse_args()
+    if args.wash_only and not args.wash:
+        parser.error("--wash-only needs --wash")
+    unknown = set(args.wash_only or ()) - set(washes(None, None, None, 0))  # the names only: nothing computed
+    if unknown:
+        parser.error(f"no such wash: {', '.join(sorted(unknown))} (watermark_eval.washes)")
     torch.set_num_threads(args.threads)
     thieves = [(pool, int(n), float(tau[0]) if tau else 0.0, labels)
                for pool, n, *tau in (t.split(":") for t in args.thieves) for labels in args.labels]  # fmt: skip
@@ -219,7 +226,7 @@ def main() -> None:
     innocent_jobs = [j for j in innocent_jobs if not j["defenses"] and not j["augment"]]
     counts = [(arch, args.trained) for arch in ("lenet5", "cnn", "resnet8")]
     trained = trained_innocents(splits, list(range(args.trained)), counts, TRAINED_CACHE) if args.trained else {}
-    rows, washes = [], []
+    rows, washed = [], []
     twins, models, others, orders_only = Innocents(), Innocents(), Innocents(), Innocents()
     marked = {}  # victim dir -> ({account: record}, [its marked clones])
     for victim_dir in sorted(args.grid.glob("jobs/victim-*")):
@@ -257,8 +264,9 @@ def main() -> None:
                          **{f"{t}_p": v["p_value"] for t, v in by_test.items()},
                          "stolen": any(v["stolen"] for v in by_test.values())})  # fmt: skip
             if args.wash or (job / "washes.json").exists():  # washed before: shown again
-                washed_ones = washed_verdicts(job, config, records[job.name], splits, args.wash_only)
-                washes += [{**rows[-1], **w} for w in washed_ones]
+                wash = (args.wash_only or []) if args.wash else None
+                washed_ones = washed_verdicts(job, config, records[job.name], splits, wash)
+                washed += [{**rows[-1], **w} for w in washed_ones]
         for job in innocent_jobs:
             if job["victim"] == str(victim_dir):
                 twins.verify(load_model(job["dir"], splits), records)
@@ -289,13 +297,13 @@ def main() -> None:
     for r in rows:
         print(f"| {r['victim']} | {r['thief']} | {r['seed']} | {r['marks']} | {r.get('watermark_p', 1):.1e} | "
               f"{r.get('order_p', 1):.1e} | {r['stolen']} |")  # fmt: skip
-    if washes:
+    if washed:
         print("\n| victim | thief | wash | clone acc % | victim - clone (pp) | verified | watermark p | order p |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for victim_label in ("QAT", "outlier-aware"):
-            for thief in dict.fromkeys(r["thief"] for r in washes):
-                for wash in dict.fromkeys(r["wash"] for r in washes):
-                    got = [r for r in washes if (r["victim"], r["thief"], r["wash"]) == (victim_label, thief, wash)]
+            for thief in dict.fromkeys(r["thief"] for r in washed):
+                for wash in dict.fromkeys(r["wash"] for r in washed):
+                    got = [r for r in washed if (r["victim"], r["thief"], r["wash"]) == (victim_label, thief, wash)]
                     if not got:
                         continue
                     print(f"| {victim_label} | {thief} | {wash} | {cells(got)} |")
@@ -305,8 +313,8 @@ def main() -> None:
     if trained:
         print(f"- models trained on true labels ({', '.join(trained)}), against every victim's: {models}")
     if args.plot:
-        washed_clones = {(w["victim"], w["thief"], w["seed"]) for w in washes}  # their "none" is the clone
-        plot(washes + [r for r in rows if (r["victim"], r["thief"], r["seed"]) not in washed_clones], args.plot)
+        washed_clones = {(w["victim"], w["thief"], w["seed"]) for w in washed}  # their "none" is the clone
+        plot(washed + [r for r in rows if (r["victim"], r["thief"], r["seed"]) not in washed_clones], args.plot)
     if args.order_innocents:
         print(f"- {args.order_innocents}'s clones of the same victims, against these orders alone: {orders_only}")
 

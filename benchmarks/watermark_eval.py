@@ -11,9 +11,9 @@ models and mark-washing thieves, all verified against the records the grid's thi
    verdict Bonferroni-corrected over those accounts, as `divqat verify` does): LeNet-5, cnn and
    ResNet-8 trained on Fashion-MNIST's true labels over seeds, and clones stolen from the QAT
    victims through a watermark with a *different* secret.
-3. Mark-washing: each clone of the outlier-aware victim at 1 % (the thief split, soft labels) pruned
-   (50 % of its weights by magnitude), re-quantized (PTQ int8), fine-tuned on its own pool with
-   fresh augmentation and its own labels, and distilled into LeNet-5; each verified again.
+3. Mark-washing: each clone of the outlier-aware victim at 1 % (the thief split, soft labels) washed
+   each way of `washes` (pruned, re-quantized, fine-tuned on its own labels, distilled into
+   LeNet-5 three ways); each verified again.
 Prints Markdown tables (and writes a plot of detection against clone accuracy to --plot).
 """
 
@@ -223,7 +223,7 @@ def relabel_train(model, student, pool: torch.Tensor, epochs: int, seed: int, so
     targets = predict_proba(model, inputs)
     data = {"inputs": inputs, "targets": targets if soft else targets.argmax(-1)}
     views = torch.Generator().manual_seed(seed + 1)
-    lr = lr or (1e-3 if soft else 1e-4)
+    lr = (1e-3 if soft else 1e-4) if lr is None else lr
     fit(student, data, cross_entropy, TrainConfig(epochs, 128, lr, seed=seed),
         transform=(lambda x: random_affine(x, views)) if augment else None)  # fmt: skip
     return student.eval()
@@ -236,30 +236,41 @@ def fresh_lenet5(splits, seed: int):
         return create_model("lenet5", num_classes=splits.num_classes, input_shape=splits.input_shape)
 
 
-STRONG_DISTILLATION = "distilled into LeNet-5, not augmented, lr 3e-3"
-AUGMENTED_DISTILLATION = "distilled into LeNet-5, augmented, lr 1e-2"
+def distil(clone, pool: torch.Tensor, splits, seed: int, lr: float = 1e-3, augment: bool = True, epochs: int = 20,
+           images: int = 10_000):  # fmt: skip
+    """The clone distilled again into a fresh LeNet-5 on its own soft answers to the thief's pool
+    (`relabel_train`): the washes below and benchmarks/distill_strength.py."""
+    student = fresh_lenet5(splits, DISTIL_SEED + seed)
+    return relabel_train(clone, student, pool, epochs, DISTIL_SEED + seed, soft=True, lr=lr, augment=augment,
+                         images=images)  # fmt: skip
+
+
+DISTIL_SEED = 400  # + the thief's seed: the distilled student's initial weights, samples and views
+DISTILLATIONS = {  # name -> (learning rate, a random view per epoch): the first one, then two stronger thieves
+    "distilled into LeNet-5": (1e-3, True),
+    "distilled into LeNet-5, not augmented, lr 3e-3": (3e-3, False),
+    "distilled into LeNet-5, augmented, lr 1e-2": (1e-2, True),
+}
 
 
 def washes(clone, pool: torch.Tensor, splits, seed: int) -> dict[str, Callable[[], torch.nn.Module]]:
-    """{wash: how to wash the clone that way}: none, pruned (50 % of its weights by magnitude),
-    re-quantized (PTQ int8), fine-tuned 5 epochs on its own top-1 labels of its own pool with
-    fresh augmentation, distilled into LeNet-5 (20 epochs on its own soft answers to its pool:
-    augmented at learning rate 1e-3, as at first; then the stronger thieves of
-    benchmarks/distill_strength.py - not augmented at 3e-3, about 2 pp below the victim with
-    the marks partly kept, and augmented at 1e-2, about 4 pp below with none kept)."""
-    return {
+    """{wash: how to wash the clone that way} (nothing computed until called): none, pruned (50 %
+    of its weights by magnitude), re-quantized (PTQ int8), fine-tuned 5 epochs on its own top-1
+    labels of its own pool with fresh augmentation, and distilled into LeNet-5 (20 epochs on its
+    own soft answers to its pool) three ways: augmented at learning rate 1e-3, as at first, then
+    the stronger thieves of benchmarks/distill_strength.py - not augmented at 3e-3 (on QAT seed
+    3's whole-split clone 2.1 pp below the victim, the marks partly kept) and augmented at 1e-2
+    (3.8 pp below, none kept)."""
+    out = {
         "none": lambda: clone,
         "pruned 50 %": lambda: prune(clone, 0.5),
         "re-quantized (PTQ int8)": lambda: requantize(clone, pool, splits.input_shape),
         "fine-tuned on its own top-1 labels, fresh augmentation": lambda: relabel_train(
             clone, copy.deepcopy(clone).train(), pool, 5, 300 + seed, soft=False),
-        "distilled into LeNet-5": lambda: relabel_train(clone, fresh_lenet5(splits, 400 + seed), pool, 20, 400 + seed,
-                                                        soft=True),
-        STRONG_DISTILLATION: lambda: relabel_train(
-            clone, fresh_lenet5(splits, 400 + seed), pool, 20, 400 + seed, soft=True, lr=3e-3, augment=False),
-        AUGMENTED_DISTILLATION: lambda: relabel_train(
-            clone, fresh_lenet5(splits, 400 + seed), pool, 20, 400 + seed, soft=True, lr=1e-2),
     }  # fmt: skip
+    for name, (lr, augment) in DISTILLATIONS.items():
+        out[name] = lambda lr=lr, augment=augment: distil(clone, pool, splits, seed, lr, augment)
+    return out
 
 
 def washing_table(jobs: list[dict], splits) -> None:

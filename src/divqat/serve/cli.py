@@ -100,7 +100,7 @@ def serve(
         threads=threads,
     )  # fmt: skip
     Limits(settings.max_batch, settings.max_body_bytes)
-    watermark_params(settings)  # before the store is made; the defense checks keys and values when built
+    watermark_params(settings)  # misuse fails before the store is made; keys and values when the defense is built
     from divqat.serve.keys import KeyStore
 
     store = KeyStore(db, secret_file=key_secret)
