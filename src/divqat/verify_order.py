@@ -97,9 +97,8 @@ def row_correlations(suspect: Tensor, natural: Tensor, served: Tensor) -> tuple[
         x = x[rest].view(n, k - 1)
         return x - x.mean(1, keepdim=True)
 
-    a, v, b = centred(suspect), centred(natural), centred(served)
-    unit = v / v.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    a = a - (a * unit).sum(1, keepdim=True) * unit
+    a, b = centred(suspect), centred(served)
+    a = without(a, unit_centred(natural[rest].view(n, k - 1)))
     norms = a.norm(dim=1) * b.norm(dim=1)
     untied = served[rest].view(n, k - 1).max(1).values < served.max(1).values
     usable = untied & (norms > 1e-12)
@@ -290,7 +289,7 @@ def class_p_value(suspect: Tensor, natural: Tensor, served: Tensor, step: float 
             continue
         others = torch.tensor([j for j in range(k) if j != c])
         a, v, s = (unit_centred(x[rows][:, others].clamp_min(1e-12).log()) for x in (suspect, natural, served))
-        a = a - (a * v).sum(1, keepdim=True) * v
+        a = without(a, v)
         null = (a.T @ v).numpy()[np.arange(k - 1), permutations].sum(1)
         tolerance = 1e-9 * max(1.0, float(np.abs(null).max()))  # the served S_c is one of them, up to rounding
         ranked = np.sort(null)
@@ -307,6 +306,12 @@ def class_p_value(suspect: Tensor, natural: Tensor, served: Tensor, step: float 
 def unit_centred(x: Tensor) -> Tensor:
     x = x - x.mean(1, keepdim=True)
     return x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
+
+
+def without(a: Tensor, unit: Tensor) -> Tensor:
+    """Each row of `a` less its component along the same row of `unit` (unit length): what a
+    suspect shares with the victim's own answer, which any model of the task shares, removed."""
+    return a - (a * unit).sum(1, keepdim=True) * unit
 
 
 @functools.cache

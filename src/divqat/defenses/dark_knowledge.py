@@ -104,7 +104,7 @@ class Scramble(Defense):
         check_range(self, "keep", 1, 10_000)
         check_range(self, "confidence_step", 0.0, 20.0)
         if self.per not in PERS:
-            raise DivqatError(f"defense 'scramble': per must be 'image' or 'class', got {self.per!r}")
+            raise DivqatError(f"defense 'scramble': per must be {' or '.join(map(repr, PERS))}, got {self.per!r}")
         if self.per == "class" and self.keep != 1:
             raise DivqatError("defense 'scramble': per='class' permutes every class but the top-1 (keep 1)")
         self._key = ImageKey(self.secret_file, self.name)
