@@ -306,11 +306,12 @@ def onnx_of(victim) -> OnnxModel:
     raise DivqatError("this victim declares no shapes: pass num_classes= (and a pool, or data=)")
 
 
-def verify(suspect, record, *, significance: float = 1e-6, max_queries: int = 1000) -> dict:
+def verify(suspect, record, *, significance: float = 1e-6, max_queries: int = 1000, together: bool = False) -> dict:
     """Is `suspect` (a run directory, an ONNX file, or any `images -> probabilities` callable) a
     clone of a victim behind `watermark` or `scramble`? `record`: a Record, a grid's
-    watermark.safetensors, or {account: Record}. Returns what `divqat verify --json` prints
-    (divqat/verify.py; one entry per account and test)."""
+    watermark.safetensors, or {account: Record}; `together`: also test the accounts as one (one
+    thief behind several keys). Returns what `divqat verify --json` prints (divqat/verify.py; one
+    entry per account and test)."""
     from divqat.defenses.watermark import Record
     from divqat.verify import load_suspect
     from divqat.verify import verify as run_verify
@@ -322,4 +323,4 @@ def verify(suspect, record, *, significance: float = 1e-6, max_queries: int = 10
     if isinstance(suspect, Victim):
         suspect = suspect.run_dir
     answer = load_suspect(str(suspect)) if isinstance(suspect, str | Path) else suspect
-    return run_verify(answer, record, significance=significance, max_queries=max_queries)
+    return run_verify(answer, record, significance=significance, max_queries=max_queries, together=together)

@@ -161,6 +161,13 @@ def verify(
     ] = None,
     significance: Annotated[float, typer.Option(help="Verdict at p < this (Bonferroni over accounts).")] = 1e-6,
     max_queries: Annotated[int, typer.Option(help="Suspect queries to spend at most, in all.")] = 1000,
+    together: Annotated[
+        bool,
+        typer.Option(
+            help="Also test the accounts' records as one, first, with up to half the queries: one thief "
+            "behind several keys (pool the keys one client holds, not every key of a server)."
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ):
     """Is SUSPECT a clone stolen through one of the accounts? Asks it the watermarked images each
@@ -177,7 +184,7 @@ def verify(
         raise DivqatError("name a SUSPECT (an ONNX file or a run directory) or give --url")
     answer = load_suspect(suspect or "", url=url, key=suspect_key)
     result = {"suspect": url or suspect, **run_verify(answer, records, significance=significance,
-                                                      max_queries=max_queries)}  # fmt: skip
+                                                      max_queries=max_queries, together=together)}  # fmt: skip
     if json_out:
         print(json.dumps(result))
         return

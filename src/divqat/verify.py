@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 from divqat import verify_order
-from divqat.defenses.watermark import Record
+from divqat.defenses.orders import Orders
+from divqat.defenses.watermark import Record, pooled
 from divqat.errors import DivqatError
 
 Suspect = Callable[[Tensor], Tensor]  # images -> probabilities (N, K)
@@ -75,24 +76,35 @@ def verify(
     significance: float = 1e-6,
     max_queries: int = 1000,
     batch_size: int = 256,
+    together: bool = False,
 ) -> dict:
     """Verify a suspect against each account's record - its watermarked answers (the test of the
     marks' scores above) and its scrambled orders (divqat/verify_order.py), each a test of its own - spending
     at most `max_queries` of the suspect's queries in all (shared between the tests, what a small
     record leaves going to the others; the first watermarked images, the orders asked in rounds
     where the suspect shows them: verify_order.Sequential). The verdict: p < significance / tests
-    (Bonferroni)."""
+    (Bonferroni).
+
+    `together`: the accounts' records also tested as one (`watermark.pooled`; its entries'
+    account: POOLED), first, with up to half the queries: a thief that spreads its queries over
+    several keys leaves each too few marks to prove alone, but all it was told together as many as
+    one key would hold. It proves that the suspect learned this server's answers, not which of the
+    keys it used; pool the keys one client may hold (one signup, one address), not every key of a
+    server - other clients' marks, never learned, dilute the test."""
     if not 0 < significance < 1:
         raise DivqatError(f"significance must be in (0, 1), got {significance}")
     if max_queries < 1:
         raise DivqatError(f"max_queries must be >= 1, got {max_queries}")
-    tests = [(name, "watermark", r) for name, r in records.items() if len(r)]
-    tests += [(name, "order", r.orders) for name, r in records.items() if len(r.orders)]
-    if not tests:
+    told = [r for r in records.values() if r.told]
+    first = {POOLED: pooled(told)} if together and len(told) > 1 else {}
+    groups = [evidence(first), evidence(records)]
+    if not groups[1]:
         raise DivqatError("no watermarked answers or scrambled orders in the record: nothing to verify against")
-    threshold = significance / len(tests)
+    threshold = significance / sum(map(len, groups))
+    budgets = [shares([len(r) for *_, r in groups[0]], max_queries // 2)]
+    budgets.append(shares([len(r) for *_, r in groups[1]], max_queries - sum(budgets[0])))
     verdicts, spent = [], 0
-    for (name, test, record), n in zip(tests, shares([len(r) for *_, r in tests], max_queries), strict=True):
+    for (name, test, record), n in zip(groups[0] + groups[1], budgets[0] + budgets[1], strict=True):
         if n < 1:
             continue
         t = record.tensors()
@@ -111,6 +123,15 @@ def verify(
         spent += n
         verdicts.append(asdict(watermark_verdict(name, answers, t, classes, threshold)))
     return {"significance": significance, "per_account_threshold": threshold, "queries": spent, "accounts": verdicts}
+
+
+POOLED = "all these accounts together"  # the account of `verify(..., together=True)`'s pooled entries
+
+
+def evidence(records: dict[str, Record]) -> list[tuple[str, str, Record | Orders]]:
+    """(account, test, rows) for each test the records hold: the watermark's, then the orders'."""
+    tests = [(name, "watermark", r) for name, r in records.items() if len(r)]
+    return tests + [(name, "order", r.orders) for name, r in records.items() if len(r.orders)]
 
 
 def asking(suspect: Suspect, images: Tensor, classes: int, batch_size: int) -> Callable[[Tensor], Tensor]:

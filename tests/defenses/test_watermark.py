@@ -10,9 +10,9 @@ from scipy.stats import binom
 from divqat.blackbox import BlackBoxVictim
 from divqat.cli import main
 from divqat.defenses import create_defense
-from divqat.defenses.watermark import Record
+from divqat.defenses.watermark import Record, pooled
 from divqat.errors import DivqatError
-from divqat.verify import verify
+from divqat.verify import POOLED, verify
 
 K = 10
 
@@ -211,6 +211,49 @@ def test_verify_spends_at_most_the_queries_it_is_given(secret):
 
     result = verify(suspect, {"a": victim.record, "b": victim.record}, max_queries=50)
     assert sum(asked) == result["queries"] == 50
+
+
+def test_a_thief_spread_over_many_keys_is_proven_together_and_a_code_told_twice_counts_once(secret):
+    x = images(3000, seed=11)
+    chunks = [x[i : i + 150] for i in range(0, 3000, 150)] + [x[:150]]  # 21 keys; the last asks the first's again
+    keys, told = [], []
+    for chunk in chunks:
+        victim = BlackBoxVictim(answers, 10_000, [watermark(secret, 0.02)])
+        told.append(victim.query(chunk))
+        keys.append(victim.record)
+    told = torch.cat(told[:-1])
+
+    def clone(batch):  # memorised what it was told, through every key
+        hits = (batch[:, None] == x[None]).flatten(2).all(-1)
+        out = answers(batch)
+        seen = hits.any(1)
+        out[seen] = told[hits[seen].float().argmax(1)]
+        return out
+
+    accounts = {f"key {i}": r for i, r in enumerate(keys)}
+    assert len(pooled(keys)) == len({c for r in keys for c in r.codes}) == sum(map(len, keys[:-1])) > 40
+    alone = verify(clone, accounts)
+    assert not any(a["stolen"] for a in alone["accounts"])  # 0-6 marks a key: too few alone
+    result = verify(clone, accounts, together=True, max_queries=100)
+    first, *rest = result["accounts"]
+    assert first["account"] == POOLED and first["stolen"] and first["asked"] <= 50 and first["p_value"] < 1e-20
+    assert not any(a["stolen"] for a in rest) and result["queries"] <= 100
+    assert result["per_account_threshold"] == pytest.approx(1e-6 / (1 + sum(len(r) > 0 for r in keys)))
+    for innocent in (answers, lambda b: answers(b.flip(-1))):
+        assert not any(a["stolen"] for a in verify(innocent, accounts, together=True)["accounts"])
+
+
+def test_the_pool_keeps_the_kind_of_order_most_keys_were_told():
+    from divqat.defenses.orders import Orders
+
+    def told(per, codes):
+        n = len(codes)
+        return Record(orders=Orders(codes=codes, images=list(torch.zeros(n, 1, 2, 2)), natural=list(torch.eye(n, 3)),
+                                    served=list(torch.eye(n, 3)), per=per))  # fmt: skip
+
+    pool = pooled([told("image", ["a", "b"]), told("class", ["c", "d", "e"]), told("class", ["e", "f"])])
+    assert pool.orders.per == "class" and pool.orders.codes == ["c", "d", "e", "f"] and len(pool) == 0
+    assert pooled([told("image", ["a"]), told("class", ["b"])]).orders.per == "image"  # a tie: the first kind
 
 
 @pytest.mark.parametrize(

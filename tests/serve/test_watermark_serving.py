@@ -21,6 +21,7 @@ from divqat.defenses import create_defense
 from divqat.serve import watermarks
 from divqat.serve.app import create_app
 from divqat.serve.keys import KeyStore
+from divqat.verify import POOLED
 from divqat.wire import encode_images
 
 SECRET = bytes(range(100, 132))
@@ -32,7 +33,7 @@ def structured(n: int, seed: int) -> np.ndarray:
     return coarse.numpy().astype(np.float32)
 
 
-def test_two_keys_are_told_the_same_marks_and_each_keeps_its_record(victim_dir, tmp_path, store_target):
+def test_two_keys_are_told_the_same_marks_and_each_keeps_its_record(victim_dir, tmp_path, store_target, capsys):
     (tmp_path / "wm.key").write_bytes(SECRET)
     mark = create_defense("watermark", {"rate": 0.2, "secret_file": str(tmp_path / "wm.key")})
     db, key_secret = store_target, tmp_path / "key.secret"
@@ -55,6 +56,12 @@ def test_two_keys_are_told_the_same_marks_and_each_keeps_its_record(victim_dir, 
         assert torch.equal(t["natural"].argmax(1), t["top1"])  # the model's own answers, kept with the marks
     # The victim itself is innocent of its own marks; the command names every account.
     assert main(["verify", str(victim_dir), "--db", str(db), "--json"]) == 0
+    # Together, the two keys are one record: the same codes told twice count once.
+    capsys.readouterr()
+    assert main(["verify", str(victim_dir), "--db", str(db), "--json", "--together"]) == 0
+    first, *rest = json.loads(capsys.readouterr().out)["accounts"]
+    assert first["account"] == POOLED and first["asked"] == len(next(iter(records.values())))
+    assert not first["stolen"] and sorted(a["account"] for a in rest) == sorted(records)
 
 
 def test_verify_names_the_account_a_memorising_clone_came_through(victim_dir, tmp_path, capsys):

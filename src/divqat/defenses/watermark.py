@@ -269,3 +269,43 @@ class Record:
         confidence = tensors["confidence"].tolist() if "confidence" in tensors and codes else []
         return cls(limit, classes, codes, images, tensors["top1"].tolist(), tensors["mark"].tolist(), orders,
                    natural, confidence)  # fmt: skip
+
+
+def pooled(records: list[Record]) -> Record:
+    """Several accounts' records as one (one thief behind several keys): each code's first row
+    among them. A code's mark and its order are keyed by the image alone, the same for every key,
+    so a code told to two accounts is one piece of evidence, never two (counted twice, the test's
+    rows would not be independent). Orders of the kind most of the accounts' orders are (a server
+    restarted with the other `per` told both); the victim's own answer and the served confidence
+    are kept only where every record has them."""
+    out = Record(limit=sum(r.limit for r in records), classes=max((r.classes for r in records), default=0))
+    per = max(PERS, key=lambda kind: sum(len(r.orders) for r in records if r.orders.per == kind))
+    out.orders = Orders(limit=sum(r.orders.limit for r in records), per=per)
+    full = [r for r in records if len(r)]
+    natural = all(len(r.natural) == len(r) for r in full)
+    confidence = all(len(r.confidence) == len(r) for r in full)
+    known, told = set(), set()
+    for r in records:
+        for i, code in enumerate(r.codes):
+            if code in known:
+                continue
+            known.add(code)
+            out.codes.append(code)
+            out.images.append(r.images[i])
+            out.top1.append(r.top1[i])
+            out.mark.append(r.mark[i])
+            if natural:
+                out.natural.append(r.natural[i])
+            if confidence:
+                out.confidence.append(r.confidence[i])
+        if r.orders.per != out.orders.per:
+            continue
+        for code, image, own, served in zip(r.orders.codes, r.orders.images, r.orders.natural, r.orders.served,
+                                            strict=True):  # fmt: skip
+            if code not in told:
+                told.add(code)
+                out.orders.codes.append(code)
+                out.orders.images.append(image)
+                out.orders.natural.append(own)
+                out.orders.served.append(served)
+    return out

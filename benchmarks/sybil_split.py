@@ -1,0 +1,83 @@
+"""One thief behind several keys: each clone's record split among N accounts as a thief that
+spreads its queries over N keys would leave it, verified account by account and together
+(`divqat verify --together`; docs/divqat.md, "One thief, many keys").
+
+    python benchmarks/sybil_split.py --out runs/proof_many --grid runs/order --accounts 1 5 20
+
+The jobs are benchmarks/proof_stacked.py's (--out): each clone's record holds what its thief was
+told through one key, in the order it asked. Split into N contiguous runs of its watermarked rows
+and of its orders (the thief's queries cut into N stretches, one key each), it is what N keys
+would have recorded - a code is keyed by the image alone, so the answers are the same whichever
+key asks. Each clone is verified against its N accounts (1,000 suspect queries, p < 1e-6
+Bonferroni over every test), alone and `together`; innocents - the same victims' clones stolen
+without these secrets (the grid's undefended twins) - against the same N accounts, together.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from proof_stacked import SIGNIFICANCE, load_model
+
+from divqat.data import load_splits
+from divqat.defenses.orders import Orders
+from divqat.defenses.watermark import Record
+from divqat.verify import POOLED, verify
+
+
+def split(record: Record, n: int) -> dict[str, Record]:
+    """The record as n keys would hold it: contiguous stretches of its rows (each kind cut alike)."""
+    out = {}
+    for j in range(n):
+        a, b = j * len(record) // n, (j + 1) * len(record) // n
+        c, d = j * len(record.orders) // n, (j + 1) * len(record.orders) // n
+        o = record.orders
+        orders = Orders(o.limit, o.codes[c:d], o.images[c:d], o.natural[c:d], o.served[c:d], per=o.per)
+        out[f"key {j}"] = Record(record.limit, record.classes, record.codes[a:b], record.images[a:b],
+                                 record.top1[a:b], record.mark[a:b], orders, record.natural[a:b],
+                                 record.confidence[a:b])  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/proof_many"), help="proof_stacked.py's --out")
+    parser.add_argument("--grid", type=Path, default=Path("runs/order"), help="the grid of its victims and twins")
+    parser.add_argument("--accounts", type=int, nargs="+", default=[1, 5, 20])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    splits = load_splits("fashion-mnist")
+    twins = {}
+    for path in sorted(args.grid.glob("jobs/attack-*/result.json")):
+        r = json.loads(path.read_text())
+        if not r["defenses"] and not r["augment"]:
+            twins.setdefault(Path(r["victim"]).name, []).append(load_model(path.parent, splits))
+    print("| clone | marks / orders | N keys | alone: proven, smallest p | together: proven, p (watermark, order) |")
+    print("| --- | --- | --- | --- | --- |")
+    flagged, innocent_tests, smallest = 0, 0, 1.0
+    for job in sorted(args.out.glob("jobs/victim-*/record.safetensors")):
+        record, suspect = Record.load(job), load_model(job.parent, splits)
+        victim = "-".join(job.parent.name.split("-")[:2])
+        for n in args.accounts:
+            accounts = split(record, n)
+            alone = verify(suspect, accounts, significance=SIGNIFICANCE)["accounts"]
+            both = verify(suspect, accounts, significance=SIGNIFICANCE, together=True)["accounts"]
+            pooled = {v["test"]: v for v in both if v["account"] == POOLED}
+            p = ", ".join(f"{pooled[t]['p_value']:.0e}" if t in pooled else "-" for t in ("watermark", "order"))
+            print(f"| {job.parent.name.removeprefix('victim-')} | {len(record)} / {len(record.orders)} | {n} | "
+                  f"{any(v['stolen'] for v in alone)}, {min(v['p_value'] for v in alone):.0e} | "
+                  f"{any(v['stolen'] for v in pooled.values())}, {p} |", flush=True)  # fmt: skip
+            if n > 1:
+                for twin in twins.get(victim, []):
+                    got = verify(twin, accounts, significance=SIGNIFICANCE, together=True)["accounts"]
+                    innocent_tests += 1
+                    flagged += any(v["stolen"] for v in got)
+                    smallest = min(smallest, *(v["p_value"] for v in got))
+    print(f"\nInnocents (the grid's undefended twins against their victim's N accounts, together): "
+          f"{flagged} of {innocent_tests} verifications flagged, smallest p {smallest:.2g}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
