@@ -6,12 +6,14 @@ ceiling against a top-1 thief (docs/divqat.md, "A mark learned as a rule").
 The watermark's marks are keyed per image: a clone memorises them and a student distilled from it
 on other images loses most of them. A keyed *rule* is learnable instead: every image whose 7x7
 thumbnail projects beyond a threshold on a keyed direction (the top `rate` of the owner's own
-images: a slab of the input space) is answered pi(v) in place of the victim's top-1 v, pi a keyed
-map with pi(v) uniform over the K - 1 other classes (swapped as the watermark swaps, served at
+images: a slab of the input space; with --slabs, several directions sharing the rate, the first
+slab an image is in) is answered pi_j(v) in place of the victim's top-1 v, pi_j a keyed map of
+slab j with pi_j(v) uniform over the K - 1 other classes (swapped as the watermark swaps, served at
 0.9). The proof then needs no record: the owner asks the suspect its own fresh images in the slab.
-The test is exact but its evidence is capped: pi is one keyed draw per class, so with G classes
-among the slab's images no p-value falls below (K - 1) ** -G (here the marks' residual z-scores,
-`verify.residual_z`, averaged per class and summed, `verify.score_sum_p_value`).
+The test is exact but its evidence is capped: pi_j(v) is one keyed draw per group (a slab j and
+a victim class v), so with G groups among the fresh images no p-value falls below (K - 1) ** -G
+(here the marks' residual z-scores, `verify.residual_z`, averaged per group and summed,
+`verify.score_sum_p_value`).
 
 The thief: KnockoffNets (cnn, 10,000 queries, 10 epochs) reading top-1 labels, on the owner's
 training images 20,000-50,000 (in-distribution, and neither the thief split nor an evaluation

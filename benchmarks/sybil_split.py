@@ -5,12 +5,15 @@ spreads its queries over N keys would leave it, verified account by account and 
     python benchmarks/sybil_split.py --out runs/proof_many --grid runs/order --accounts 1 5 20
 
 The jobs are benchmarks/proof_stacked.py's (--out): each clone's record holds what its thief was
-told through one key, in the order it asked. Split into N contiguous runs of its watermarked rows
-and of its orders (the thief's queries cut into N stretches, one key each), it is what N keys
-would have recorded - a code is keyed by the image alone, so the answers are the same whichever
-key asks. Each clone is verified against its N accounts (1,000 suspect queries, p < 1e-6
-Bonferroni over every test), alone and `together`; innocents - the same victims' clones stolen
-without these secrets (the grid's undefended twins) - against the same N accounts, together.
+told through one key, in the order it asked. Cut as N keys of equal shares of its queries would
+hold it - the marks in N contiguous stretches, the orders by the query that told them - it is
+what N keys would have recorded (a code is keyed by the image alone, so the answers are the same
+whichever key asks), but for one thing: a record keeps its first 2,000 orders (ORDER_LIMIT), so
+the keys after the first 2,000 queries lack orders they would hold, and alone their order test
+is weaker here than it would be. Together the N records are the whole record again. Each clone
+is verified against its N accounts (1,000 suspect queries, p < 1e-6 Bonferroni over every
+test), alone and `together`; innocents - the same victims' clones stolen without these secrets
+(the grid's undefended twins) - against the same N accounts, together.
 """
 
 import argparse
@@ -26,13 +29,14 @@ from divqat.defenses.watermark import Record
 from divqat.verify import POOLED, verify
 
 
-def split(record: Record, n: int) -> dict[str, Record]:
-    """The record as n keys would hold it: contiguous stretches of its rows (each kind cut alike)."""
-    out = {}
+def split(record: Record, n: int, queries: int) -> dict[str, Record]:
+    """The record as n keys of queries / n queries each would hold it: the marks in n contiguous
+    stretches; the orders by the query that told them (one a query, in order: the record holds
+    the first ORDER_LIMIT, so the later keys' orders are missing here - they would hold them)."""
+    out, o = {}, record.orders
     for j in range(n):
         a, b = j * len(record) // n, (j + 1) * len(record) // n
-        c, d = j * len(record.orders) // n, (j + 1) * len(record.orders) // n
-        o = record.orders
+        c, d = j * queries // n, (j + 1) * queries // n
         orders = Orders(o.limit, o.codes[c:d], o.images[c:d], o.natural[c:d], o.served[c:d], per=o.per)
         out[f"key {j}"] = Record(record.limit, record.classes, record.codes[a:b], record.images[a:b],
                                  record.top1[a:b], record.mark[a:b], orders, record.natural[a:b],
@@ -59,9 +63,10 @@ def main() -> None:
     flagged, innocent_tests, smallest = 0, 0, 1.0
     for job in sorted(args.out.glob("jobs/victim-*/record.safetensors")):
         record, suspect = Record.load(job), load_model(job.parent, splits)
+        queries = json.loads((job.parent / "result.json").read_text())["queries"]
         victim = "-".join(job.parent.name.split("-")[:2])
         for n in args.accounts:
-            accounts = split(record, n)
+            accounts = split(record, n, queries)
             alone = verify(suspect, accounts, significance=SIGNIFICANCE)["accounts"]
             both = verify(suspect, accounts, significance=SIGNIFICANCE, together=True)["accounts"]
             pooled = {v["test"]: v for v in both if v["account"] == POOLED}

@@ -159,7 +159,7 @@ def verify(
     suspect_key: Annotated[
         str | None, typer.Option(envvar="DIVQAT_SUSPECT_KEY", help="--url: the API key to query the suspect with.")
     ] = None,
-    significance: Annotated[float, typer.Option(help="Verdict at p < this (Bonferroni over accounts).")] = 1e-6,
+    significance: Annotated[float, typer.Option(help="Verdict at p < this (Bonferroni over the tests).")] = 1e-6,
     max_queries: Annotated[int, typer.Option(help="Suspect queries to spend at most, in all.")] = 1000,
     together: Annotated[
         bool,
@@ -179,6 +179,8 @@ def verify(
     from divqat.verify import load_suspect
     from divqat.verify import verify as run_verify
 
+    if together and db is not None and not key:
+        raise DivqatError("--together pools the keys one client holds: name them with --key (not every key of --db)")
     records = load_records(db, key or [], record or [])
     if suspect is None and not url:
         raise DivqatError("name a SUSPECT (an ONNX file or a run directory) or give --url")

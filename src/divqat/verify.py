@@ -40,6 +40,7 @@ from divqat.defenses.watermark import Record, pooled
 from divqat.errors import DivqatError
 
 Suspect = Callable[[Tensor], Tensor]  # images -> probabilities (N, K)
+POOLED = "all these accounts together"  # the account of `verify(..., together=True)`'s pooled entries
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ def verify(
         raise DivqatError(f"significance must be in (0, 1), got {significance}")
     if max_queries < 1:
         raise DivqatError(f"max_queries must be >= 1, got {max_queries}")
+    if together and POOLED in records:
+        raise DivqatError(f"an account is named {POOLED!r}, the name of the accounts tested together")
     told = [r for r in records.values() if r.told]
     first = {POOLED: pooled(told)} if together and len(told) > 1 else {}
     groups = [evidence(first), evidence(records)]
@@ -123,9 +126,6 @@ def verify(
         spent += n
         verdicts.append(asdict(watermark_verdict(name, answers, t, classes, threshold)))
     return {"significance": significance, "per_account_threshold": threshold, "queries": spent, "accounts": verdicts}
-
-
-POOLED = "all these accounts together"  # the account of `verify(..., together=True)`'s pooled entries
 
 
 def evidence(records: dict[str, Record]) -> list[tuple[str, str, Record | Orders]]:

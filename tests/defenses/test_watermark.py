@@ -241,6 +241,10 @@ def test_a_thief_spread_over_many_keys_is_proven_together_and_a_code_told_twice_
     assert result["per_account_threshold"] == pytest.approx(1e-6 / (1 + sum(len(r) > 0 for r in keys)))
     for innocent in (answers, lambda b: answers(b.flip(-1))):
         assert not any(a["stolen"] for a in verify(innocent, accounts, together=True)["accounts"])
+    one = verify(clone, {"key 0": keys[0]}, together=True)["accounts"]  # one account: nothing to pool
+    assert [a["account"] for a in one] == ["key 0"]
+    with pytest.raises(DivqatError, match="named"):
+        verify(clone, {POOLED: keys[0], "key 1": keys[1]}, together=True)
 
 
 def test_the_pool_keeps_the_kind_of_order_most_keys_were_told():
@@ -252,8 +256,21 @@ def test_the_pool_keeps_the_kind_of_order_most_keys_were_told():
                                     served=list(torch.eye(n, 3)), per=per))  # fmt: skip
 
     pool = pooled([told("image", ["a", "b"]), told("class", ["c", "d", "e"]), told("class", ["e", "f"])])
-    assert pool.orders.per == "class" and pool.orders.codes == ["c", "d", "e", "f"] and len(pool) == 0
+    assert pool.orders.per == "class" and pool.orders.codes == ["c", "e", "d", "f"] and len(pool) == 0  # in turn
     assert pooled([told("image", ["a"]), told("class", ["b"])]).orders.per == "image"  # a tie: the first kind
+
+
+def test_the_pool_keeps_the_victims_own_answers_only_where_every_record_has_them_and_refuses_two_victims():
+    def told(codes, natural=True, shape=(1, 2, 2), classes=3):
+        n = len(codes)
+        return Record(classes=classes, codes=codes, images=list(torch.zeros(n, *shape)), top1=[0] * n, mark=[1] * n,
+                      natural=list(torch.eye(n, 3)) if natural else [], confidence=[0.9] * n)  # fmt: skip
+
+    assert len(pooled([told(["a", "b"]), told(["b", "c"])]).tensors()["natural"]) == 3
+    assert "natural" not in pooled([told(["a", "b"]), told(["c"], natural=False)]).tensors()
+    for other in (told(["c"], shape=(3, 2, 2)), told(["c"], classes=10)):
+        with pytest.raises(DivqatError, match="different victims"):
+            pooled([told(["a"]), other])
 
 
 @pytest.mark.parametrize(

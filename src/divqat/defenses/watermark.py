@@ -272,40 +272,41 @@ class Record:
 
 
 def pooled(records: list[Record]) -> Record:
-    """Several accounts' records as one (one thief behind several keys): each code's first row
-    among them. A code's mark and its order are keyed by the image alone, the same for every key,
-    so a code told to two accounts is one piece of evidence, never two (counted twice, the test's
-    rows would not be independent). Orders of the kind most of the accounts' orders are (a server
-    restarted with the other `per` told both); the victim's own answer and the served confidence
-    are kept only where every record has them."""
-    out = Record(limit=sum(r.limit for r in records), classes=max((r.classes for r in records), default=0))
+    """Several accounts' records of one server as one (one thief behind several keys): their rows
+    taken in turn (the first row of each, then the second, ...: a test that reads the first n rows
+    reads every account), each code once. A code's mark and its order are keyed by the image alone,
+    the same for every key, so a code told to two accounts is one piece of evidence, never two
+    (counted twice, the test's rows would not be independent). Orders of the kind most of the
+    accounts' orders are (a server restarted with the other `per` told both); the victim's own
+    answer and the served confidence kept only where every record has them. Records of different
+    victims (image shapes, classes) are a one-line error; those of different servers (secrets)
+    cannot be told apart here - a per-class order test needs one secret's orders."""
+    shapes = {tuple(image.shape) for r in records for image in [*r.images[:1], *r.orders.images[:1]]}
+    classes = {r.classes for r in records if r.classes}
+    if len(shapes) > 1 or len(classes) > 1:
+        raise DivqatError("records of different victims cannot be tested together (image shapes "
+                          f"{sorted(shapes)}, classes {sorted(classes)})")  # fmt: skip
+    out = Record(limit=sum(r.limit for r in records), classes=max(classes, default=0))
     per = max(PERS, key=lambda kind: sum(len(r.orders) for r in records if r.orders.per == kind))
     out.orders = Orders(limit=sum(r.orders.limit for r in records), per=per)
-    full = [r for r in records if len(r)]
-    natural = all(len(r.natural) == len(r) for r in full)
-    confidence = all(len(r.confidence) == len(r) for r in full)
-    known, told = set(), set()
-    for r in records:
-        for i, code in enumerate(r.codes):
-            if code in known:
-                continue
-            known.add(code)
-            out.codes.append(code)
-            out.images.append(r.images[i])
-            out.top1.append(r.top1[i])
-            out.mark.append(r.mark[i])
-            if natural:
-                out.natural.append(r.natural[i])
-            if confidence:
-                out.confidence.append(r.confidence[i])
-        if r.orders.per != out.orders.per:
+    natural = all(len(r.natural) == len(r) for r in records)
+    confidence = all(len(r.confidence) == len(r) for r in records)
+    seen, told = set(), set()
+    for r, i in [(r, i) for i in range(max(map(len, records), default=0)) for r in records if i < len(r)]:
+        if r.codes[i] in seen:
             continue
-        for code, image, own, served in zip(r.orders.codes, r.orders.images, r.orders.natural, r.orders.served,
-                                            strict=True):  # fmt: skip
-            if code not in told:
-                told.add(code)
-                out.orders.codes.append(code)
-                out.orders.images.append(image)
-                out.orders.natural.append(own)
-                out.orders.served.append(served)
+        seen.add(r.codes[i])
+        for rows, row in ((out.codes, r.codes), (out.images, r.images), (out.top1, r.top1), (out.mark, r.mark)):
+            rows.append(row[i])
+        if natural:
+            out.natural.append(r.natural[i])
+        if confidence:
+            out.confidence.append(r.confidence[i])
+    alike = [r.orders for r in records if r.orders.per == per]
+    for o, i in [(o, i) for i in range(max(map(len, alike), default=0)) for o in alike if i < len(o)]:
+        if o.codes[i] not in told:
+            told.add(o.codes[i])
+            for rows, row in ((out.orders.codes, o.codes), (out.orders.images, o.images),
+                              (out.orders.natural, o.natural), (out.orders.served, o.served)):  # fmt: skip
+                rows.append(row[i])
     return out
