@@ -235,6 +235,15 @@ def test_keys_commands(tmp_path, capsys):
     assert store.lookup(alice).revoked is not None
 
 
+def test_a_public_id_is_found_without_the_key_secret_and_a_key_is_not(tmp_path):
+    made = KeyStore(tmp_path / "k.db", secret_file=tmp_path / "elsewhere.secret")
+    alice = made.add(spec("alice-key-0001-0123456789abcdef012", 10))
+    copy = KeyStore(tmp_path / "k.db", create=False)  # the database without its secret
+    assert copy.find(alice.id).rowid == copy.find(alice.id[:6]).rowid == alice.rowid
+    with pytest.raises(DivqatError, match="no key secret"):
+        copy.find("alice-key-0001-0123456789abcdef012")
+
+
 def test_clearing_a_flag_restarts_prada_and_keeps_the_count(tmp_path):
     store = KeyStore(tmp_path / "k.db")
     key = store.add(spec("alice-key-0001-0123456789abcdef012", 10))

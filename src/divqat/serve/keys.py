@@ -175,11 +175,15 @@ class KeyStore:
         return record(self.db.read(f"SELECT {COLUMNS} FROM keys WHERE id = ?", (rowid,))[0])
 
     def find(self, key_or_id: str) -> KeyRecord:
-        """A key by itself or by its public id (or an unambiguous prefix of at least 6 digits of it)."""
-        found = self.lookup(key_or_id) if KEY_PATTERN.fullmatch(key_or_id) else None
+        """A key by itself or by its public id (or an unambiguous prefix of at least 6 digits of it).
+        A public id needs no key secret: `divqat verify --db COPY --key ID` on a copy of the
+        database, or on PostgreSQL, where the secret stays with the servers."""
+        by_id = re.fullmatch(r"[0-9a-f]{6,12}", key_or_id)
+        secret_at_hand = self._secret is not None or (self.secret_file and Path(self.secret_file).exists())
+        found = self.lookup(key_or_id) if KEY_PATTERN.fullmatch(key_or_id) and (secret_at_hand or not by_id) else None
         if found:
             return found
-        if re.fullmatch(r"[0-9a-f]{6,12}", key_or_id):
+        if by_id:
             rows = self.db.read(f"SELECT {COLUMNS} FROM keys WHERE public_id LIKE ?", (key_or_id + "%",))
             if len(rows) == 1:
                 return record(rows[0])
