@@ -13,7 +13,10 @@ the keys after the first 2,000 queries lack orders they would hold, and alone th
 is weaker here than it would be. Together the N records are the whole record again. Each clone
 is verified against its N accounts (1,000 suspect queries, p < 1e-6 Bonferroni over every
 test), alone and `together`; innocents - the same victims' clones stolen without these secrets
-(the grid's undefended twins) - against the same N accounts, together.
+(the grid's undefended twins) - against the same N accounts, together. With `--crowd C...`,
+each clone's N keys (the largest N) are also pooled with C keys of benign clients - the victim's
+answers to 500 test images each, behind the same secrets and settings - as an owner who pools
+keys that are not the thief's would pool them.
 """
 
 import argparse
@@ -23,7 +26,9 @@ from pathlib import Path
 import torch
 from proof_stacked import SIGNIFICANCE, load_model
 
+from divqat.blackbox import BlackBoxVictim, load_backend
 from divqat.data import load_splits
+from divqat.defenses import create_defense
 from divqat.defenses.orders import Orders
 from divqat.defenses.watermark import Record
 from divqat.verify import POOLED, verify
@@ -44,11 +49,31 @@ def split(record: Record, n: int, queries: int) -> dict[str, Record]:
     return out
 
 
+WATERMARK = {"rate": 0.001, "unsure_below": 0.5, "unsure_rate": 0.2, "mark_probability": 0.9}  # runs/proof_many's
+
+
+def crowd(victim_dir: Path, secrets: Path, images, keys: int) -> dict[str, Record]:
+    """`keys` benign clients of the victim, 500 of `images` each, behind scramble and the watermark
+    with the job's secrets: what they were told."""
+    victim = load_backend(victim_dir, "onnx")
+    defenses = (
+        create_defense("scramble", {"secret_file": str(secrets / f"{victim_dir.name}.scramble")}),
+        create_defense("watermark", {**WATERMARK, "secret_file": str(secrets / f"{victim_dir.name}.watermark")}),
+    )
+    out = {}
+    for j in range(keys):
+        client = BlackBoxVictim(victim, 500, defenses)
+        client.query(images[500 * j : 500 * (j + 1)])
+        out[f"client {j}"] = client.record
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/proof_many"), help="proof_stacked.py's --out")
     parser.add_argument("--grid", type=Path, default=Path("runs/order"), help="the grid of its victims and twins")
     parser.add_argument("--accounts", type=int, nargs="+", default=[1, 5, 20])
+    parser.add_argument("--crowd", type=int, nargs="*", default=[], help="benign keys pooled beside the thief's")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,6 +86,7 @@ def main() -> None:
     print("| clone | marks / orders | N keys | alone: proven, smallest p | together: proven, p (watermark, order) |")
     print("| --- | --- | --- | --- | --- |")
     flagged, innocent_tests, smallest = 0, 0, 1.0
+    crowded, clients = [], {}
     for job in sorted(args.out.glob("jobs/victim-*/record.safetensors")):
         record, suspect = Record.load(job), load_model(job.parent, splits)
         queries = json.loads((job.parent / "result.json").read_text())["queries"]
@@ -74,12 +100,26 @@ def main() -> None:
             print(f"| {job.parent.name.removeprefix('victim-')} | {len(record)} / {len(record.orders)} | {n} | "
                   f"{any(v['stolen'] for v in alone)}, {min(v['p_value'] for v in alone):.0e} | "
                   f"{any(v['stolen'] for v in pooled.values())}, {p} |", flush=True)  # fmt: skip
+            for c in args.crowd if n == max(args.accounts) else []:
+                if victim not in clients:
+                    clients[victim] = crowd(args.grid / "jobs" / victim, args.out / "secrets", splits.test.images,
+                                            max(args.crowd))  # fmt: skip
+                with_crowd = accounts | dict(list(clients[victim].items())[:c])
+                got = verify(suspect, with_crowd, significance=SIGNIFICANCE, together=True)["accounts"]
+                pooled = {v["test"]: v for v in got if v["account"] == POOLED}
+                ps = ", ".join(f"{v['p_value']:.0e}" for v in pooled.values())
+                stolen = any(v["stolen"] for v in pooled.values())
+                crowded.append(f"| {job.parent.name.removeprefix('victim-')} | {n} + {c} | {stolen} | {ps} |")
             if n > 1:
                 for twin in twins.get(victim, []):
                     got = verify(twin, accounts, significance=SIGNIFICANCE, together=True)["accounts"]
                     innocent_tests += 1
                     flagged += any(v["stolen"] for v in got)
                     smallest = min(smallest, *(v["p_value"] for v in got))
+    if crowded:
+        print("\n| clone | thief's keys + benign keys, together | proven | pooled p (watermark, order) |")
+        print("| --- | --- | --- | --- |")
+        print("\n".join(crowded))
     print(f"\nInnocents (the grid's undefended twins against their victim's N accounts, together): "
           f"{flagged} of {innocent_tests} verifications flagged, smallest p {smallest:.2g}")  # fmt: skip
 
