@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import binom
 
 from divqat.blackbox import BlackBoxVictim
@@ -258,6 +260,22 @@ def test_the_pool_keeps_the_kind_of_order_most_keys_were_told():
     pool = pooled([told("image", ["a", "b"]), told("class", ["c", "d", "e"]), told("class", ["e", "f"])])
     assert pool.orders.per == "class" and pool.orders.codes == ["c", "e", "d", "f"] and len(pool) == 0  # in turn
     assert pooled([told("image", ["a"]), told("class", ["b"])]).orders.per == "image"  # a tie: the first kind
+
+
+@settings(max_examples=50, deadline=None)
+@given(accounts=st.lists(st.lists(st.integers(0, 30), unique=True, max_size=12), min_size=1, max_size=K))
+def test_the_pool_holds_every_code_once_as_the_first_key_in_turn_told_it(accounts):
+    def told(key, codes):  # the row's mark names its key, so the kept row shows whose it is
+        return Record(classes=K, codes=[str(c) for c in codes], images=list(torch.zeros(len(codes), 1, 2, 2)),
+                      top1=[0] * len(codes), mark=[key] * len(codes))  # fmt: skip
+
+    pool = pooled([told(key, codes) for key, codes in enumerate(accounts)])
+    in_turn = {}
+    for i in range(max(map(len, accounts))):
+        for key, codes in enumerate(accounts):
+            if i < len(codes):
+                in_turn.setdefault(str(codes[i]), key)
+    assert pool.codes == list(in_turn) and pool.mark == list(in_turn.values()) and len(pool.orders) == 0
 
 
 def test_the_pool_keeps_the_victims_own_answers_only_where_every_record_has_them_and_refuses_two_victims():
