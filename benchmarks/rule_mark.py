@@ -128,7 +128,7 @@ def main() -> None:
     seed = json.loads((args.victim / "config.json").read_text())["victim"]["seed"]
     victim = load_backend(args.victim, "onnx")
     own = splits.victim_train.images
-    secret = random.Random(f"slab {args.victim.name}").randbytes(32)
+    secret = random.Random(f"slab {args.victim.name}").randbytes(32)  # deliberately not secret: a reproducible probe
     mark = SlabMark(secret=secret, classes=splits.num_classes, slabs=args.slabs)
     mark.calibrate(own[OWN_FRESH], args.rate)
     where = mark.slab(own[OWN_FRESH])

@@ -6,17 +6,19 @@ spreads its queries over N keys would leave it, verified account by account and 
 
 The jobs are benchmarks/proof_stacked.py's (--out): each clone's record holds what its thief was
 told through one key, in the order it asked. Cut as N keys of equal shares of its queries would
-hold it - the marks in N contiguous stretches, the orders by the query that told them - it is
-what N keys would have recorded (a code is keyed by the image alone, so the answers are the same
-whichever key asks), but for one thing: a record keeps its first 2,000 orders (ORDER_LIMIT), so
-the keys after the first 2,000 queries lack orders they would hold, and alone their order test
-is weaker here than it would be. Together the N records are the whole record again. Each clone
-is verified against its N accounts (1,000 suspect queries, p < 1e-6 Bonferroni over every
-test), alone and `together`; innocents - the same victims' clones stolen without these secrets
-(the grid's undefended twins) - against the same N accounts, together. With `--crowd C...`,
-each clone's N keys (the largest N) are also pooled with C keys of benign clients - the victim's
-answers to 500 test images each, behind the same secrets and settings - as an owner who pools
-keys that are not the thief's would pool them.
+hold it - the marks in N equal stretches of the record's rows (about the stretches of queries
+they came from), the orders by the query that told them (one stored order a query: the thief's
+images rarely share a code) - it is about what N keys would have recorded (a code is keyed by the
+image alone, so the answers are the same whichever key asks), but for one thing: a record keeps
+its first 2,000 orders (ORDER_LIMIT), so the keys after the first 2,000 queries lack orders they
+would hold, and alone their order test is weaker here than it would be. Together the N records
+are the whole record again. Each clone is verified against its N accounts (1,000 suspect
+queries, p < 1e-6 Bonferroni over every test), alone and `together`; innocents - the grid's
+undefended twins of the same victim, each against every clone's cut records - together. With
+`--crowd C...`, each clone's N keys (the largest N) are also pooled with C keys of benign
+clients - the victim's answers to 500 test images each, behind the job's own defenses (its
+result.json: the same secrets and settings) - as an owner who pools keys that are not the
+thief's would pool them; the twins are verified against those pools too.
 """
 
 import argparse
@@ -49,20 +51,14 @@ def split(record: Record, n: int, queries: int) -> dict[str, Record]:
     return out
 
 
-WATERMARK = {"rate": 0.001, "unsure_below": 0.5, "unsure_rate": 0.2, "mark_probability": 0.9}  # runs/proof_many's
-
-
-def crowd(victim_dir: Path, secrets: Path, images, keys: int) -> dict[str, Record]:
-    """`keys` benign clients of the victim, 500 of `images` each, behind scramble and the watermark
-    with the job's secrets: what they were told."""
+def crowd(victim_dir: Path, defenses: list[dict], images, keys: int) -> dict[str, Record]:
+    """`keys` benign clients of the victim, 500 of `images` each, behind the defenses a job's
+    result.json lists (the same secrets and settings as its thief): what they were told."""
     victim = load_backend(victim_dir, "onnx")
-    defenses = (
-        create_defense("scramble", {"secret_file": str(secrets / f"{victim_dir.name}.scramble")}),
-        create_defense("watermark", {**WATERMARK, "secret_file": str(secrets / f"{victim_dir.name}.watermark")}),
-    )
+    served = [create_defense(d["name"], {k: v for k, v in d.items() if k != "name"}) for d in defenses]
     out = {}
     for j in range(keys):
-        client = BlackBoxVictim(victim, 500, defenses)
+        client = BlackBoxVictim(victim, 500, served)
         client.query(images[500 * j : 500 * (j + 1)])
         out[f"client {j}"] = client.record
     return out
@@ -87,6 +83,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- |")
     flagged, innocent_tests, smallest = 0, 0, 1.0
     crowded, clients = [], {}
+    crowd_tests, crowd_flagged, crowd_smallest = 0, 0, 1.0
     for job in sorted(args.out.glob("jobs/victim-*/record.safetensors")):
         record, suspect = Record.load(job), load_model(job.parent, splits)
         queries = json.loads((job.parent / "result.json").read_text())["queries"]
@@ -102,14 +99,19 @@ def main() -> None:
                   f"{any(v['stolen'] for v in pooled.values())}, {p} |", flush=True)  # fmt: skip
             for c in args.crowd if n == max(args.accounts) else []:
                 if victim not in clients:
-                    clients[victim] = crowd(args.grid / "jobs" / victim, args.out / "secrets", splits.test.images,
-                                            max(args.crowd))  # fmt: skip
+                    defenses = json.loads((job.parent / "result.json").read_text())["defenses"]
+                    clients[victim] = crowd(args.grid / "jobs" / victim, defenses, splits.test.images, max(args.crowd))
                 with_crowd = accounts | dict(list(clients[victim].items())[:c])
                 got = verify(suspect, with_crowd, significance=SIGNIFICANCE, together=True)["accounts"]
                 pooled = {v["test"]: v for v in got if v["account"] == POOLED}
                 ps = ", ".join(f"{v['p_value']:.0e}" for v in pooled.values())
                 stolen = any(v["stolen"] for v in pooled.values())
                 crowded.append(f"| {job.parent.name.removeprefix('victim-')} | {n} + {c} | {stolen} | {ps} |")
+                for twin in twins.get(victim, []):
+                    got = verify(twin, with_crowd, significance=SIGNIFICANCE, together=True)["accounts"]
+                    crowd_tests += 1
+                    crowd_flagged += any(v["stolen"] for v in got)
+                    crowd_smallest = min(crowd_smallest, *(v["p_value"] for v in got))
             if n > 1:
                 for twin in twins.get(victim, []):
                     got = verify(twin, accounts, significance=SIGNIFICANCE, together=True)["accounts"]
@@ -120,6 +122,8 @@ def main() -> None:
         print("\n| clone | thief's keys + benign keys, together | proven | pooled p (watermark, order) |")
         print("| --- | --- | --- | --- |")
         print("\n".join(crowded))
+        print(f"\nInnocents against the thief's and the benign keys together: {crowd_flagged} of {crowd_tests} "
+              f"verifications flagged, smallest p {crowd_smallest:.2g}")  # fmt: skip
     print(f"\nInnocents (the grid's undefended twins against their victim's N accounts, together): "
           f"{flagged} of {innocent_tests} verifications flagged, smallest p {smallest:.2g}")  # fmt: skip
 

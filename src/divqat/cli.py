@@ -173,7 +173,8 @@ def verify(
     """Is SUSPECT a clone stolen through one of the accounts? Asks it the watermarked images each
     account was told and tests how strongly it favours the marks over the other classes (an exact
     test), and, behind scramble, the images it was told a keyed order on (a correlation test;
-    docs/divqat.md)."""
+    docs/divqat.md); with --together, the named accounts' records also as one (a thief behind
+    several keys)."""
     import json
 
     from divqat.verify import load_suspect

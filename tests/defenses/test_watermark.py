@@ -249,7 +249,7 @@ def test_a_thief_spread_over_many_keys_is_proven_together_and_a_code_told_twice_
         verify(clone, {POOLED: keys[0], "key 1": keys[1]}, together=True)
 
 
-def test_the_pool_keeps_the_kind_of_order_most_keys_were_told():
+def test_the_pool_keeps_the_kind_of_most_of_the_orders():
     from divqat.defenses.orders import Orders
 
     def told(per, codes):
@@ -260,6 +260,7 @@ def test_the_pool_keeps_the_kind_of_order_most_keys_were_told():
     pool = pooled([told("image", ["a", "b"]), told("class", ["c", "d", "e"]), told("class", ["e", "f"])])
     assert pool.orders.per == "class" and pool.orders.codes == ["c", "e", "d", "f"] and len(pool) == 0  # in turn
     assert pooled([told("image", ["a"]), told("class", ["b"])]).orders.per == "image"  # a tie: the first kind
+    assert pooled([told("image", ["a"]), told("image", ["b"]), told("class", ["c", "d", "e"])]).orders.per == "class"
 
 
 @settings(max_examples=50, deadline=None)
@@ -289,6 +290,12 @@ def test_the_pool_keeps_the_victims_own_answers_only_where_every_record_has_them
     for other in (told(["c"], shape=(3, 2, 2)), told(["c"], classes=10)):
         with pytest.raises(DivqatError, match="different victims"):
             pooled([told(["a"]), other])
+    from divqat.defenses.orders import Orders
+
+    orders_only = [Record(orders=Orders(codes=["x"], images=[torch.zeros(1, 2, 2)], natural=[torch.ones(k) / k],
+                                        served=[torch.ones(k) / k])) for k in (3, 4)]  # fmt: skip
+    with pytest.raises(DivqatError, match="different victims"):  # scramble alone: the classes read from the orders
+        pooled(orders_only)
 
 
 @pytest.mark.parametrize(

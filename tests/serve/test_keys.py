@@ -244,6 +244,18 @@ def test_a_public_id_is_found_without_the_key_secret_and_a_key_is_not(tmp_path):
         copy.find("alice-key-0001-0123456789abcdef012")
 
 
+def test_a_schema_2_key_of_hex_digits_is_still_found_by_itself_without_a_secret(tmp_path):
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.executescript(SCHEMA_2)
+    con.execute("INSERT INTO keys (key_hash, budget, used, output, created) VALUES (?, 10, 0, 'label', 'then')",
+                (hashlib.sha256(b"deadbeef00").hexdigest(),))  # fmt: skip
+    con.execute("PRAGMA user_version = 2")
+    con.commit()
+    con.close()
+    assert KeyStore(db, create=False).find("deadbeef00").budget == 10  # no public id matched: the key itself
+
+
 def test_clearing_a_flag_restarts_prada_and_keeps_the_count(tmp_path):
     store = KeyStore(tmp_path / "k.db")
     key = store.add(spec("alice-key-0001-0123456789abcdef012", 10))

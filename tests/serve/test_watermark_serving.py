@@ -33,7 +33,9 @@ def structured(n: int, seed: int) -> np.ndarray:
     return coarse.numpy().astype(np.float32)
 
 
-def test_two_keys_are_told_the_same_marks_and_each_keeps_its_record(victim_dir, tmp_path, store_target, capsys):
+def test_two_keys_are_told_the_same_marks_each_keeps_its_record_and_together_they_count_once(
+    victim_dir, tmp_path, store_target, capsys
+):
     (tmp_path / "wm.key").write_bytes(SECRET)
     mark = create_defense("watermark", {"rate": 0.2, "secret_file": str(tmp_path / "wm.key")})
     db, key_secret = store_target, tmp_path / "key.secret"

@@ -277,12 +277,12 @@ def pooled(records: list[Record]) -> Record:
     reads every account), each code once. A code's mark and its order are keyed by the image alone,
     the same for every key, so a code told to two accounts is one piece of evidence, never two
     (counted twice, the test's rows would not be independent). Orders of the kind most of the
-    accounts' orders are (a server restarted with the other `per` told both); the victim's own
-    answer and the served confidence kept only where every record has them. Records of different
-    victims (image shapes, classes) are a one-line error; those of different servers (secrets)
-    cannot be told apart here - a per-class order test needs one secret's orders."""
+    order rows are (a server restarted with the other `per` told both); the victim's own answer
+    and the served confidence kept only where every record has them. Records of different victims
+    (image shapes, classes) are a one-line error; those of different servers (secrets) cannot be
+    told apart here - a per-class order test needs one secret's orders."""
     shapes = {tuple(image.shape) for r in records for image in [*r.images[:1], *r.orders.images[:1]]}
-    classes = {r.classes for r in records if r.classes}
+    classes = {r.classes for r in records if r.classes} | {len(r.orders.served[0]) for r in records if r.orders.served}
     if len(shapes) > 1 or len(classes) > 1:
         raise DivqatError("records of different victims cannot be tested together (image shapes "
                           f"{sorted(shapes)}, classes {sorted(classes)})")  # fmt: skip
@@ -291,8 +291,8 @@ def pooled(records: list[Record]) -> Record:
     out.orders = Orders(limit=sum(r.orders.limit for r in records), per=per)
     natural = all(len(r.natural) == len(r) for r in records)
     confidence = all(len(r.confidence) == len(r) for r in records)
-    seen, told = set(), set()
-    for r, i in [(r, i) for i in range(max(map(len, records), default=0)) for r in records if i < len(r)]:
+    seen = set()
+    for r, i in in_turn(records):
         if r.codes[i] in seen:
             continue
         seen.add(r.codes[i])
@@ -302,11 +302,16 @@ def pooled(records: list[Record]) -> Record:
             out.natural.append(r.natural[i])
         if confidence:
             out.confidence.append(r.confidence[i])
-    alike = [r.orders for r in records if r.orders.per == per]
-    for o, i in [(o, i) for i in range(max(map(len, alike), default=0)) for o in alike if i < len(o)]:
+    told = set()
+    for o, i in in_turn([r.orders for r in records if r.orders.per == per]):
         if o.codes[i] not in told:
             told.add(o.codes[i])
             for rows, row in ((out.orders.codes, o.codes), (out.orders.images, o.images),
                               (out.orders.natural, o.natural), (out.orders.served, o.served)):  # fmt: skip
                 rows.append(row[i])
     return out
+
+
+def in_turn(tables: list) -> list[tuple]:
+    """(table, row) of each table's first row, then each one's second, ... (tables of any length)."""
+    return [(t, i) for i in range(max(map(len, tables), default=0)) for t in tables if i < len(t)]

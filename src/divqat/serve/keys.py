@@ -29,6 +29,7 @@ from divqat.serve.database import Connection, Database
 from divqat.serve.migrations import HMAC_KIND, LEGACY_KIND, migrate, new_public_id
 from divqat.wire import OutputMode, parse_output_mode
 
+PUBLIC_ID_PATTERN = re.compile(r"[0-9a-f]{6,12}")  # a key's public id (12 hex digits) or a prefix of it
 KEY_PATTERN = re.compile(r"[A-Za-z0-9._~+/=-]{8,256}")  # RFC 6750 bearer-token characters (schema-2 keys: 8+)
 MIN_KEY_LENGTH = 32
 
@@ -176,20 +177,26 @@ class KeyStore:
 
     def find(self, key_or_id: str) -> KeyRecord:
         """A key by itself or by its public id (or an unambiguous prefix of at least 6 digits of it).
-        A public id needs no key secret: `divqat verify --db COPY --key ID` on a copy of the
-        database, or on PostgreSQL, where the secret stays with the servers."""
-        by_id = re.fullmatch(r"[0-9a-f]{6,12}", key_or_id)
+        Without the key secret at hand a public id is tried first, since it needs none (`divqat
+        verify --db COPY --key ID` on a copy of the database; PostgreSQL, whose secret stays with
+        the servers); a key itself comes next, as before."""
         secret_at_hand = self._secret is not None or (self.secret_file and Path(self.secret_file).exists())
-        found = self.lookup(key_or_id) if KEY_PATTERN.fullmatch(key_or_id) and (secret_at_hand or not by_id) else None
+        if not secret_at_hand and (found := self.by_public_id(key_or_id)):
+            return found
+        found = self.lookup(key_or_id) if KEY_PATTERN.fullmatch(key_or_id) else None
+        found = found or self.by_public_id(key_or_id)
         if found:
             return found
-        if by_id:
-            rows = self.db.read(f"SELECT {COLUMNS} FROM keys WHERE public_id LIKE ?", (key_or_id + "%",))
-            if len(rows) == 1:
-                return record(rows[0])
-            if len(rows) > 1:
-                raise DivqatError(f"{key_or_id!r} matches {len(rows)} keys; give more digits of the id")
         raise DivqatError(f"no key {key_or_id!r} in {self.db}")
+
+    def by_public_id(self, prefix: str) -> KeyRecord | None:
+        """The key whose public id starts with `prefix` (6-12 hex digits), if exactly one does."""
+        if not PUBLIC_ID_PATTERN.fullmatch(prefix):
+            return None
+        rows = self.db.read(f"SELECT {COLUMNS} FROM keys WHERE public_id LIKE ?", (prefix + "%",))
+        if len(rows) > 1:
+            raise DivqatError(f"{prefix!r} matches {len(rows)} keys; give more digits of the id")
+        return record(rows[0]) if rows else None
 
     def all(self) -> list[KeyRecord]:
         return [record(r) for r in self.db.read(f"SELECT {COLUMNS} FROM keys ORDER BY id")]
