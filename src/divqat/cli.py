@@ -12,6 +12,7 @@ from divqat.cli_options import DefenseOption, DefenseParamOption, with_config_op
 from divqat.configs import PRESETS, AttackConfig, VictimConfig, victim_config
 from divqat.errors import DivqatError
 from divqat.plugins import quiet_warnings
+from divqat.serve.cli import KeySecretOption
 from divqat.serve.cli import register as register_serve_commands
 from divqat.ui import console, progress_reporter
 
@@ -152,6 +153,7 @@ def verify(
     key: Annotated[
         list[str] | None, typer.Option(help="Verify these accounts only (key ids, as `divqat keys list` shows).")
     ] = None,
+    key_secret: KeySecretOption = None,
     record: Annotated[
         list[Path] | None, typer.Option(help="A watermark record of a grid's attack (its watermark.safetensors).")
     ] = None,
@@ -177,17 +179,19 @@ def verify(
     several keys)."""
     import json
 
-    from divqat.verify import load_suspect
+    from divqat.verify import POOLED, load_suspect
     from divqat.verify import verify as run_verify
 
     if together and db is not None and not key:
         raise DivqatError("--together pools the keys one client holds: name them with --key (not every key of --db)")
-    records = load_records(db, key or [], record or [])
+    records = load_records(db, key or [], record or [], key_secret)
     if suspect is None and not url:
         raise DivqatError("name a SUSPECT (an ONNX file or a run directory) or give --url")
     answer = load_suspect(suspect or "", url=url, key=suspect_key)
     result = {"suspect": url or suspect, **run_verify(answer, records, significance=significance,
                                                       max_queries=max_queries, together=together)}  # fmt: skip
+    if together and not any(a["account"] == POOLED for a in result["accounts"]):
+        console.print("--together: fewer than two of these accounts hold evidence; nothing was pooled")
     if json_out:
         print(json.dumps(result))
         return
@@ -240,7 +244,7 @@ def secret(
                   f"of {len(images)} of the victim's training images (secret {tried} of {attempts} drawn)")  # fmt: skip
 
 
-def load_records(db: Path | None, keys: list[str], files: list[Path]) -> dict:
+def load_records(db: Path | None, keys: list[str], files: list[Path], key_secret: Path | None = None) -> dict:
     """Each account's record: keys of a served database (all, or those named), and grid records."""
     from divqat.defenses.watermark import Record
 
@@ -253,7 +257,7 @@ def load_records(db: Path | None, keys: list[str], files: list[Path]) -> dict:
         from divqat.serve import watermarks
         from divqat.serve.keys import KeyStore
 
-        store = KeyStore(db, create=False)
+        store = KeyStore(db, create=False, secret_file=key_secret)
         chosen = [store.find(k) for k in keys] if keys else store.all()
         con = store.connection()
         records |= {k.id: watermarks.load(con, k.rowid) for k in chosen}

@@ -66,6 +66,12 @@ def test_two_keys_are_told_the_same_marks_each_keeps_its_record_and_together_the
     first, *rest = json.loads(capsys.readouterr().out)["accounts"]
     assert first["account"] == POOLED and first["asked"] == len(next(iter(records.values())))
     assert not first["stolen"] and sorted(a["account"] for a in rest) == sorted(records)
+    # A key itself is found with the database's key secret, wherever it is kept; alone, nothing is pooled.
+    alice = ["--key", "alice-key-0001-0123456789abcdef012", "--key-secret", str(key_secret), "--together"]
+    assert main(["verify", str(victim_dir), "--db", str(db), "--json", *alice]) == 0
+    out = capsys.readouterr()
+    assert [a["account"] for a in json.loads(out.out)["accounts"]] == [store.find(alice[1]).id]
+    assert "nothing was pooled" in out.err
 
 
 def test_verify_names_the_account_a_memorising_clone_came_through(victim_dir, tmp_path, capsys):
