@@ -332,3 +332,22 @@ def test_divqat_secret_writes_a_private_file_and_never_overwrites_one(fp_run, ti
     assert main(["secret", str(chosen), "--victim", str(fp_run), "--rate", "0.05", "--data-root", str(tiny_root)]) == 0
     said = " ".join(capsys.readouterr().err.split())
     assert len(chosen.read_bytes()) == 32 and "changes the top-1 of" in said and "training images" in said
+
+
+def test_no_option_help_loses_text_in_brackets_to_rich_markup():
+    """rich reads `[word]` in a help text as markup and drops it (`pip install -e '.[ray]'` printed
+    as `'.'`): brackets are escaped or written as parentheses."""
+    import re
+
+    import typer
+
+    from divqat.cli import app
+
+    def commands(command):
+        yield command
+        for sub in getattr(command, "commands", {}).values():
+            yield from commands(sub)
+
+    helps = [p.help for c in commands(typer.main.get_command(app)) for p in c.params if getattr(p, "help", None)]
+    assert len(helps) > 50
+    assert [h for h in helps if re.search(r"(?<!\\)\[[a-z#/@][^\[]*?\]", h)] == []  # rich's tag pattern

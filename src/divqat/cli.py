@@ -285,10 +285,10 @@ def run(
     report: Annotated[bool, typer.Option(help="Write the report when the grid is done.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     executor: Annotated[
-        str, typer.Option(help="local (this machine) or ray (a Ray cluster: pip install -e '.[ray]').")
+        str, typer.Option(help="local (this machine) or ray (a Ray cluster: pip install -e '.\\[ray]').")
     ] = "local",
     address: Annotated[
-        str | None, typer.Option(help="--executor ray: the cluster, auto or HOST:PORT [default: Ray on this machine].")
+        str | None, typer.Option(help="--executor ray: the cluster, auto or HOST:PORT (default: Ray on this machine).")
     ] = None,
 ):
     """Run an experiment grid; finished jobs are cached by hash and never recomputed."""

@@ -47,7 +47,7 @@ def config_parameters(cls, skip: tuple[str, ...] = ()) -> list[inspect.Parameter
         flags = tuple(n for n in extra if "/" in n) or (f"{flag}/--no-{flag[2:]}",)
         names = flags if kind is bool else (flag, *extra)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{f.metadata.get('help', '')} [default: {shown(default)}]"
+        help_text = f"{f.metadata.get('help', '')} \\[default: {shown(default)}]"  # escaped: rich markup else
         option = typer.Option(*names, help=help_text, show_default=False)
         annotation = Annotated[kind | None, option]
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))

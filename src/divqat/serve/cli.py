@@ -23,7 +23,7 @@ WATERMARK_PARAM_HELP = (
 )
 KeySecretOption = Annotated[
     Path | None,
-    typer.Option(help="The key secret keys are hashed with [default: DB.secret beside an SQLite DB, made 0600]."),
+    typer.Option(help="The key secret keys are hashed with (default: DB.secret beside an SQLite DB, made 0600)."),
 ]
 
 
@@ -54,7 +54,7 @@ def serve(
     watermark_param: Annotated[list[str] | None, typer.Option(help=WATERMARK_PARAM_HELP)] = None,
     prada: Annotated[bool, typer.Option(help="PRADA extraction detection per key.")] = False,
     prada_delta: Annotated[
-        float | None, typer.Option(help="Flag a key when Shapiro-Wilk's W < this [default: 0.93, docs/serving.md].")
+        float | None, typer.Option(help="Flag a key when Shapiro-Wilk's W < this (default: 0.93, docs/serving.md).")
     ] = None,
     prada_block: Annotated[bool, typer.Option(help="Refuse (403) keys PRADA has flagged.")] = False,
     max_batch: Annotated[int, typer.Option(help="Images per request at most.")] = 1024,
