@@ -163,10 +163,13 @@ class Innocents:
 
     def verify(self, suspect, records: dict[str, Record]) -> None:
         for name, record in records.items():  # as a suspect is verified against one account
-            verdicts = verify(suspect, {name: record}, significance=SIGNIFICANCE, max_queries=1000)["accounts"]
-            self.tested += 1
-            self.flagged += any(v["stolen"] for v in verdicts)
-            self.smallest = min([self.smallest, *(v["p_value"] for v in verdicts)])
+            self.count(verify(suspect, {name: record}, significance=SIGNIFICANCE, max_queries=1000)["accounts"])
+
+    def count(self, verdicts: list[dict]) -> None:
+        """One verification's verdicts (every test it made)."""
+        self.tested += 1
+        self.flagged += any(v["stolen"] for v in verdicts)
+        self.smallest = min([self.smallest, *(v["p_value"] for v in verdicts)])
 
     def __str__(self) -> str:
         return f"{self.flagged} of {self.tested} verifications flagged (smallest p {self.smallest:.2g})"

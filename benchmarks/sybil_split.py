@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 import torch
-from proof_stacked import SIGNIFICANCE, load_model
+from proof_stacked import SIGNIFICANCE, Innocents, load_model
 
 from divqat.blackbox import BlackBoxVictim, load_backend
 from divqat.data import load_splits
@@ -81,9 +81,8 @@ def main() -> None:
             twins.setdefault(Path(r["victim"]).name, []).append(load_model(path.parent, splits))
     print("| clone | marks / orders | N keys | alone: proven, smallest p | together: proven, p (watermark, order) |")
     print("| --- | --- | --- | --- | --- |")
-    flagged, innocent_tests, smallest = 0, 0, 1.0
+    twin_pools, crowd_pools = Innocents(), Innocents()
     crowded, clients = [], {}
-    crowd_tests, crowd_flagged, crowd_smallest = 0, 0, 1.0
     for job in sorted(args.out.glob("jobs/victim-*/record.safetensors")):
         record, suspect = Record.load(job), load_model(job.parent, splits)
         queries = json.loads((job.parent / "result.json").read_text())["queries"]
@@ -108,24 +107,16 @@ def main() -> None:
                 stolen = any(v["stolen"] for v in pooled.values())
                 crowded.append(f"| {job.parent.name.removeprefix('victim-')} | {n} + {c} | {stolen} | {ps} |")
                 for twin in twins.get(victim, []):
-                    got = verify(twin, with_crowd, significance=SIGNIFICANCE, together=True)["accounts"]
-                    crowd_tests += 1
-                    crowd_flagged += any(v["stolen"] for v in got)
-                    crowd_smallest = min(crowd_smallest, *(v["p_value"] for v in got))
+                    crowd_pools.count(verify(twin, with_crowd, significance=SIGNIFICANCE, together=True)["accounts"])
             if n > 1:
                 for twin in twins.get(victim, []):
-                    got = verify(twin, accounts, significance=SIGNIFICANCE, together=True)["accounts"]
-                    innocent_tests += 1
-                    flagged += any(v["stolen"] for v in got)
-                    smallest = min(smallest, *(v["p_value"] for v in got))
+                    twin_pools.count(verify(twin, accounts, significance=SIGNIFICANCE, together=True)["accounts"])
     if crowded:
         print("\n| clone | thief's keys + benign keys, together | proven | pooled p (watermark, order) |")
         print("| --- | --- | --- | --- |")
         print("\n".join(crowded))
-        print(f"\nInnocents against the thief's and the benign keys together: {crowd_flagged} of {crowd_tests} "
-              f"verifications flagged, smallest p {crowd_smallest:.2g}")  # fmt: skip
-    print(f"\nInnocents (the grid's undefended twins against their victim's N accounts, together): "
-          f"{flagged} of {innocent_tests} verifications flagged, smallest p {smallest:.2g}")  # fmt: skip
+        print(f"\nInnocents against the thief's and the benign keys together: {crowd_pools}")
+    print(f"\nInnocents (the grid's undefended twins against their victim's N accounts, together): {twin_pools}")
 
 
 if __name__ == "__main__":

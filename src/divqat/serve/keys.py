@@ -184,7 +184,8 @@ class KeyStore:
         if not secret_at_hand and (found := self.by_public_id(key_or_id)):
             return found
         found = self.lookup(key_or_id) if KEY_PATTERN.fullmatch(key_or_id) else None
-        found = found or self.by_public_id(key_or_id)
+        if not found and secret_at_hand:  # without it, the id was tried above
+            found = self.by_public_id(key_or_id)
         if found:
             return found
         raise DivqatError(f"no key {key_or_id!r} in {self.db}")
