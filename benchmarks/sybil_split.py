@@ -13,7 +13,9 @@ image alone, so the answers are the same whichever key asks), but for one thing:
 its first 2,000 orders (ORDER_LIMIT), so the keys after the first 2,000 queries lack orders they
 would hold, and alone their order test is weaker here than it would be. Together the N records
 are the whole record again. Each clone is verified against its N accounts (1,000 suspect
-queries, p < 1e-6 Bonferroni over every test), alone and `together`; innocents - the grid's
+queries, p < 1e-6 Bonferroni over every test), alone and `together` (with whether a key's own
+test proves it there, and the rows its tests read against the queries sent: each image is sent
+once, so the keys' tests reread the pool's answers); innocents - the grid's
 undefended twins of the same victim, each against every clone's cut records - together. With
 `--crowd C...`, each clone's N keys (the largest N) are also pooled with C keys of benign
 clients - the victim's answers to 500 test images each, behind the job's own defenses (its
@@ -79,8 +81,11 @@ def main() -> None:
         r = json.loads(path.read_text())
         if not r["defenses"] and not r["augment"]:
             twins.setdefault(Path(r["victim"]).name, []).append(load_model(path.parent, splits))
-    print("| clone | marks / orders | N keys | alone: proven, smallest p | together: proven, p (watermark, order) |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| clone | marks / orders | N keys | alone: proven, smallest p | together: proven, p (watermark, order) "
+        "| together: a key's own test proven | together: rows read / queries sent |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     twin_pools, crowd_pools = Innocents(), Innocents()
     crowded, clients = [], {}
     for job in sorted(args.out.glob("jobs/victim-*/record.safetensors")):
@@ -90,12 +95,16 @@ def main() -> None:
         for n in args.accounts:
             accounts = split(record, n, queries)
             alone = verify(suspect, accounts, significance=SIGNIFICANCE)["accounts"]
-            both = verify(suspect, accounts, significance=SIGNIFICANCE, together=True)["accounts"]
+            result = verify(suspect, accounts, significance=SIGNIFICANCE, together=True)
+            both = result["accounts"]
             pooled = {v["test"]: v for v in both if v["account"] == POOLED}
+            own = any(v["stolen"] for v in both if v["account"] != POOLED)
+            read = sum(v["asked"] for v in both)
             p = ", ".join(f"{pooled[t]['p_value']:.0e}" if t in pooled else "-" for t in ("watermark", "order"))
             print(f"| {job.parent.name.removeprefix('victim-')} | {len(record)} / {len(record.orders)} | {n} | "
                   f"{any(v['stolen'] for v in alone)}, {min(v['p_value'] for v in alone):.0e} | "
-                  f"{any(v['stolen'] for v in pooled.values())}, {p} |", flush=True)  # fmt: skip
+                  f"{any(v['stolen'] for v in pooled.values())}, {p} | {own} | {read} / {result['queries']} |",
+                  flush=True)  # fmt: skip
             for c in args.crowd if n == max(args.accounts) else []:
                 if victim not in clients:
                     defenses = json.loads((job.parent / "result.json").read_text())["defenses"]

@@ -11,7 +11,7 @@ from torch import Tensor
 from divqat.blackbox import BlackBoxVictim
 from divqat.defenses import create_defense
 from divqat.defenses.watermark import Record
-from divqat.verify import verify
+from divqat.verify import Asked, verify
 from divqat.verify_order import (
     Sequential,
     allocate,
@@ -234,6 +234,25 @@ def test_a_model_that_learned_the_per_class_orders_is_verified_and_innocents_are
                      lambda b: per_image(answers(b), b)]:  # fmt: skip
         (verdict,) = verify(innocent, {"thief": record})["accounts"]
         assert not verdict["stolen"] and verdict["p_value"] > 1e-3, verdict
+
+
+def test_one_verification_sends_each_image_once_and_its_tests_share_the_answers(scramble):
+    x = images(600, seed=5)
+    records = []
+    for part in (x[:400], x[200:]):  # two keys of one thief: the middle 200 images asked through both
+        victim = BlackBoxVictim(answers, 10_000, [scramble])
+        victim.query(part)
+        records.append(victim.record)
+    sent = []
+
+    def suspect(batch):
+        sent.extend(Asked.keys(batch))
+        return answers(batch)
+
+    result = verify(suspect, {"a": records[0], "b": records[1]}, together=True, max_queries=400)
+    assert [a["account"] for a in result["accounts"]][1:] == ["a", "b"]
+    assert len(sent) == len(set(sent)) == result["queries"] <= 400
+    assert sum(a["asked"] for a in result["accounts"]) > result["queries"]  # the pool's answers read again, unsent
 
 
 def test_rows_a_later_defense_changed_are_not_recorded(scramble, tmp_path):

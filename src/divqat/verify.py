@@ -46,7 +46,7 @@ POOLED = "all these accounts together"  # the account of `verify(..., together=T
 @dataclass(frozen=True)
 class Verdict:
     account: str
-    asked: int  # the suspect's queries spent on this account
+    asked: int  # images of the record read (each sent to the suspect once per verification: Asked)
     matches: int  # top-1 answers equal to the mark
     disagreements: int  # top-1 answers other than the victim's own
     innocent_rate: float  # top-1 matches per image asked that an innocent model would make
@@ -60,7 +60,7 @@ class Verdict:
 @dataclass(frozen=True)
 class OrderVerdict:
     account: str
-    asked: int  # the suspect's queries spent on this account's orders
+    asked: int  # images of the orders read (each sent to the suspect once per verification: Asked)
     counted: int  # images that carry evidence (served runner-up not tied with the top-1)
     matches: int  # the suspect's runner-up is the served one
     innocent_rate: float  # at most, of those matches, for a model that never saw the orders: 1 / (K - 1)
@@ -83,8 +83,9 @@ def verify(
     marks' scores above) and its scrambled orders (divqat/verify_order.py), each a test of its own - spending
     at most `max_queries` of the suspect's queries in all (shared between the tests, what a small
     record leaves going to the others; the first watermarked images, the orders asked in rounds
-    where the suspect shows them: verify_order.Sequential). The verdict: p < significance / tests
-    (Bonferroni).
+    where the suspect shows them: verify_order.Sequential). Each image is sent once (`Asked`): a
+    test reads the answers an earlier one asked for free, and its share buys images not sent yet.
+    The verdict: p < significance / tests (Bonferroni).
 
     `together`: the accounts' records also tested as one (`watermark.pooled`; its entries'
     account: POOLED), first, with up to half the queries: a thief that spreads its queries over
@@ -103,29 +104,37 @@ def verify(
     groups = [evidence(first), evidence(records)]
     if not groups[1]:
         raise DivqatError("no watermarked answers or scrambled orders in the record: nothing to verify against")
-    threshold = significance / sum(map(len, groups))
-    budgets = [shares([len(r) for *_, r in groups[0]], max_queries // 2)]
-    budgets.append(shares([len(r) for *_, r in groups[1]], max_queries - sum(budgets[0])))
-    verdicts, spent = [], 0
-    for (name, test, record), n in zip(groups[0] + groups[1], budgets[0] + budgets[1], strict=True):
-        if n < 1:
-            continue
-        t = record.tensors()
+    tests = [(name, test, record.tensors(), record) for name, test, record in groups[0] + groups[1]]
+    threshold = significance / len(tests)
+    asked = Asked(suspect, batch_size)
+    keys = [asked.keys(t["images"]) for _, _, t, _ in tests]
+    verdicts = []
+    for i, (name, test, t, record) in enumerate(tests):
+        pool = i < len(groups[0])  # the pooled tests: up to half the queries; the accounts' tests: what is left
+        later = range(i, len(groups[0]) if pool else len(tests))
+        left = (max_queries // 2 if pool else max_queries) - asked.queries
+        n = shares([asked.fresh(keys[j]) for j in later], left)[0]  # new queries; answers asked before are free
         if test == "order":  # per image: in rounds (verify_order.Sequential); per class: exact (class_test)
+            if n >= asked.fresh(keys[i]):  # every row affordable (a row it picks may be new): all of them
+                n = len(keys[i])
+            if n < 1:
+                continue
             classes = t["served"].shape[1]
-            ask = asking(suspect, t["images"], classes, batch_size)
+            ask = asked.rows(t["images"], classes)
             if record.per == "class":
                 result = verify_order.class_test(ask, t, n)
             else:
                 result = verify_order.sequential_test(ask, t, n)
             verdicts.append(asdict(order_verdict(name, result, t, classes, threshold)))
-            spent += len(result.rows)
+            continue
+        rows = asked.prefix(keys[i], n)
+        if rows < 1:
             continue
         classes = record.classes or int(max(t["mark"].max(), t["top1"].max())) + 1
-        answers = asking(suspect, t["images"], classes, batch_size)(torch.arange(n))
-        spent += n
+        answers = asked.rows(t["images"], classes)(torch.arange(rows))
         verdicts.append(asdict(watermark_verdict(name, answers, t, classes, threshold)))
-    return {"significance": significance, "per_account_threshold": threshold, "queries": spent, "accounts": verdicts}
+    return {"significance": significance, "per_account_threshold": threshold, "queries": asked.queries,
+            "accounts": verdicts}  # fmt: skip
 
 
 def evidence(records: dict[str, Record]) -> list[tuple[str, str, Record | Orders]]:
@@ -134,13 +143,50 @@ def evidence(records: dict[str, Record]) -> list[tuple[str, str, Record | Orders
     return tests + [(name, "order", r.orders) for name, r in records.items() if len(r.orders)]
 
 
-def asking(suspect: Suspect, images: Tensor, classes: int, batch_size: int) -> Callable[[Tensor], Tensor]:
-    """Rows of a record -> the suspect's checked answers on their images, in batches."""
+class Asked:
+    """The suspect's answers so far, by image: each image is sent once, and the tests of one
+    verification share its answers - the pooled test's rows are each account's first, and an image
+    can hold a mark and an order. `queries`: the images sent. Reusing an answer keeps every test
+    exact: the rows a test reads are chosen before their answers are read (a watermark test's, by
+    which images were sent before; an order test's rounds, by its own rows' answers), and the
+    Bonferroni bound holds however the tests depend on each other."""
 
-    def ask(rows: Tensor) -> Tensor:
-        return torch.cat([check_answers(suspect(b), len(b), classes) for b in images[rows].split(batch_size)])
+    def __init__(self, suspect: Suspect, batch_size: int):
+        self.suspect, self.batch_size = suspect, batch_size
+        self.answers: dict[bytes, Tensor] = {}
 
-    return ask
+    @property
+    def queries(self) -> int:
+        return len(self.answers)
+
+    @staticmethod
+    def keys(images: Tensor) -> list[bytes]:
+        return [image.numpy().tobytes() for image in images.contiguous()]
+
+    def fresh(self, keys: list[bytes]) -> int:
+        """How many of these images were not sent yet."""
+        return sum(k not in self.answers for k in set(keys))
+
+    def prefix(self, keys: list[bytes], n: int) -> int:
+        """The most first rows whose images include at most `n` not sent yet."""
+        unsent = torch.tensor([k not in self.answers for k in keys], dtype=torch.long)
+        return int((unsent.cumsum(0) <= n).sum())
+
+    def rows(self, images: Tensor, classes: int) -> Callable[[Tensor], Tensor]:
+        """Rows of a record -> the suspect's checked answers on their images (those not sent yet
+        sent in batches)."""
+
+        def ask(rows: Tensor) -> Tensor:
+            chosen = images[rows]
+            keys = self.keys(chosen)
+            unsent = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in self.answers}.values())
+            for batch in torch.tensor(sorted(unsent), dtype=torch.long).split(self.batch_size) if unsent else ():
+                got = check_answers(self.suspect(chosen[batch]), len(batch), classes)
+                self.answers.update(zip((keys[i] for i in batch.tolist()), got, strict=True))
+            answers = torch.stack([self.answers[k] for k in keys]) if keys else torch.zeros(0, classes)
+            return check_answers(answers, len(keys), classes)  # answers sent for a record of another victim too
+
+        return ask
 
 
 def shares(sizes: list[int], budget: int) -> list[int]:

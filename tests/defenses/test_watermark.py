@@ -14,7 +14,7 @@ from divqat.cli import main
 from divqat.defenses import create_defense
 from divqat.defenses.watermark import Record, pooled
 from divqat.errors import DivqatError
-from divqat.verify import POOLED, verify
+from divqat.verify import POOLED, Asked, verify
 
 K = 10
 
@@ -213,6 +213,8 @@ def test_verify_spends_at_most_the_queries_it_is_given(secret):
 
     result = verify(suspect, {"a": victim.record, "b": victim.record}, max_queries=50)
     assert sum(asked) == result["queries"] == 50
+    # b's record is a's: its first 25 answers are a's, reused, and its share of 25 asks the next 25.
+    assert [a["asked"] for a in result["accounts"]] == [25, 50]
 
 
 def test_a_thief_spread_over_many_keys_is_proven_together_and_a_code_told_twice_counts_once(secret):
@@ -225,7 +227,10 @@ def test_a_thief_spread_over_many_keys_is_proven_together_and_a_code_told_twice_
         keys.append(victim.record)
     told = torch.cat(told[:-1])
 
-    def clone(batch):  # memorised what it was told, through every key
+    sent = []
+
+    def clone(batch):  # memorised what it was told, through every key; each image it is sent, noted
+        sent.extend(Asked.keys(batch))
         hits = (batch[:, None] == x[None]).flatten(2).all(-1)
         out = answers(batch)
         seen = hits.any(1)
@@ -236,10 +241,14 @@ def test_a_thief_spread_over_many_keys_is_proven_together_and_a_code_told_twice_
     assert len(pooled(keys)) == len({c for r in keys for c in r.codes}) == sum(map(len, keys[:-1])) > 40
     alone = verify(clone, accounts)
     assert not any(a["stolen"] for a in alone["accounts"])  # 0-6 marks a key: too few alone
+    sent.clear()
     result = verify(clone, accounts, together=True, max_queries=100)
     first, *rest = result["accounts"]
     assert first["account"] == POOLED and first["stolen"] and first["asked"] <= 50 and first["p_value"] < 1e-20
     assert not any(a["stolen"] for a in rest) and result["queries"] <= 100
+    # The pooled test asked each key's first marks: the keys' own tests read them again, unsent.
+    assert len(sent) == len(set(sent)) == result["queries"]
+    assert sum(a["asked"] for a in result["accounts"]) > result["queries"]
     assert result["per_account_threshold"] == pytest.approx(1e-6 / (1 + sum(len(r) > 0 for r in keys)))
     for innocent in (answers, lambda b: answers(b.flip(-1))):
         assert not any(a["stolen"] for a in verify(innocent, accounts, together=True)["accounts"])
@@ -397,11 +406,12 @@ def test_innocent_suspects_are_flagged_at_the_stated_rate(kept):
         own = torch.rand(30, K, generator=g).softmax(1)
         top1 = own.argmax(1)
         mark = (top1 + 1 + torch.randint(0, K - 1, (30,), generator=g)) % K
-        record = Record(classes=K, codes=[str(i) for i in range(30)], images=list(torch.zeros(30, 1, 2, 2)),
+        images = torch.arange(30.0).view(30, 1, 1, 1).expand(30, 1, 2, 2)  # distinct, as a record's are
+        record = Record(classes=K, codes=[str(i) for i in range(30)], images=list(images),
                         top1=top1.tolist(), mark=mark.tolist(),
                         natural=list(own) if kept != "images only" else [],
                         confidence=torch.rand(30, generator=g).tolist() if "confidence" in kept else [])  # fmt: skip
-        (a,) = verify(lambda b, s=scores: s[: len(b)], {"x": record}, significance=0.05)["accounts"]
+        (a,) = verify(lambda b, s=scores: s[b[:, 0, 0, 0].long()], {"x": record}, significance=0.05)["accounts"]
         flagged += a["stolen"]
     low, high = binom.interval(1 - 1e-6, 400, 0.05)
     assert low <= flagged <= high, flagged
