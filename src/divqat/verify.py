@@ -29,6 +29,7 @@ disagrees with the victim), and the marks' mean rank. A verdict is p < significa
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from hashlib import blake2b
 
 import numpy as np
 import torch
@@ -104,32 +105,39 @@ def verify(
     groups = [evidence(first), evidence(records)]
     if not groups[1]:
         raise DivqatError("no watermarked answers or scrambled orders in the record: nothing to verify against")
-    tests = [(name, test, record.tensors(), record) for name, test, record in groups[0] + groups[1]]
+    tests = groups[0] + groups[1]
     threshold = significance / len(tests)
     asked = Asked(suspect, batch_size)
-    keys = [asked.keys(t["images"]) for _, _, t, _ in tests]
+    keys = [asked.keys(record.images) for _, _, record in tests]
     verdicts = []
-    for i, (name, test, t, record) in enumerate(tests):
+    for i, (name, test, record) in enumerate(tests):
         pool = i < len(groups[0])  # the pooled tests: up to half the queries; the accounts' tests: what is left
         later = range(i, len(groups[0]) if pool else len(tests))
-        left = (max_queries // 2 if pool else max_queries) - asked.queries
-        n = shares([asked.fresh(keys[j]) for j in later], left)[0]  # new queries; answers asked before are free
+        left = (max_queries // 2 if pool else max_queries) - asked.charged
+        n = shares([asked.fresh(keys[j]) for j in later], left)[0]  # new queries; images planned before are free
+        every = n >= asked.fresh(keys[i])  # all of the record's rows affordable
+        t = record.tensors()
         if test == "order":  # per image: in rounds (verify_order.Sequential); per class: exact (class_test)
-            if n >= asked.fresh(keys[i]):  # every row affordable (a row it picks may be new): all of them
-                n = len(keys[i])
+            n = len(keys[i]) if every else n
             if n < 1:
                 continue
             classes = t["served"].shape[1]
             ask = asked.rows(t["images"], classes)
             if record.per == "class":
                 result = verify_order.class_test(ask, t, n)
+                asked.plan([keys[i][j] for j in result.rows.tolist()])  # chosen by the served top-1 alone
             else:
                 result = verify_order.sequential_test(ask, t, n)
+                if every:
+                    asked.plan(keys[i])
+                else:  # which rows its rounds read followed its answers: charged, never planned
+                    asked.charge(n)
             verdicts.append(asdict(order_verdict(name, result, t, classes, threshold)))
             continue
         rows = asked.prefix(keys[i], n)
         if rows < 1:
             continue
+        asked.plan(keys[i][:rows])
         classes = record.classes or int(max(t["mark"].max(), t["top1"].max())) + 1
         answers = asked.rows(t["images"], classes)(torch.arange(rows))
         verdicts.append(asdict(watermark_verdict(name, answers, t, classes, threshold)))
@@ -146,31 +154,47 @@ def evidence(records: dict[str, Record]) -> list[tuple[str, str, Record | Orders
 class Asked:
     """The suspect's answers so far, by image: each image is sent once, and the tests of one
     verification share its answers - the pooled test's rows are each account's first, and an image
-    can hold a mark and an order. `queries`: the images sent. Reusing an answer keeps every test
-    exact: the rows a test reads are chosen before their answers are read (a watermark test's, by
-    which images were sent before; an order test's rounds, by its own rows' answers), and the
-    Bonferroni bound holds however the tests depend on each other."""
+    can hold a mark and an order. `queries`: the images sent.
+
+    What a test may spend is counted by `planned`: images whose asking no answer decided (a
+    watermark test's first rows, a per-class order test's rows, every row of a record read whole)
+    are free to the tests after it; a sequential order test that reads part of its record is
+    charged its whole share, its rows left unplanned (its rounds follow its answers, and a later
+    test's share must not). So the rows each test reads are chosen before, and apart from, the
+    answers it bets on, each test stays exact, and `charged` >= the images sent."""
 
     def __init__(self, suspect: Suspect, batch_size: int):
         self.suspect, self.batch_size = suspect, batch_size
         self.answers: dict[bytes, Tensor] = {}
+        self.planned: set[bytes] = set()
+        self.charged = 0
 
     @property
     def queries(self) -> int:
         return len(self.answers)
 
     @staticmethod
-    def keys(images: Tensor) -> list[bytes]:
-        return [image.numpy().tobytes() for image in images.contiguous()]
+    def keys(images) -> list[bytes]:
+        """A digest of each image, its shape included (the images themselves need not be kept twice)."""
+        return [blake2b(f"{tuple(x.shape)}".encode() + x.contiguous().numpy().tobytes(), digest_size=16).digest()
+                for x in images]  # fmt: skip
 
     def fresh(self, keys: list[bytes]) -> int:
-        """How many of these images were not sent yet."""
-        return sum(k not in self.answers for k in set(keys))
+        """How many of these images are not planned yet."""
+        return sum(k not in self.planned for k in set(keys))
 
     def prefix(self, keys: list[bytes], n: int) -> int:
-        """The most first rows whose images include at most `n` not sent yet."""
-        unsent = torch.tensor([k not in self.answers for k in keys], dtype=torch.long)
-        return int((unsent.cumsum(0) <= n).sum())
+        """The most first rows whose images include at most `n` not planned yet."""
+        unplanned = torch.tensor([k not in self.planned for k in keys], dtype=torch.long)
+        return int((unplanned.cumsum(0) <= n).sum())
+
+    def plan(self, keys: list[bytes]) -> None:
+        new = set(keys) - self.planned
+        self.planned |= new
+        self.charged += len(new)
+
+    def charge(self, n: int) -> None:
+        self.charged += n
 
     def rows(self, images: Tensor, classes: int) -> Callable[[Tensor], Tensor]:
         """Rows of a record -> the suspect's checked answers on their images (those not sent yet
