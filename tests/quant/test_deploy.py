@@ -113,6 +113,16 @@ def test_onnx_is_a_qdq_graph_with_probabilities(run_dirs, tiny_splits):
     assert probs.shape == (7, 10) and torch.allclose(probs.sum(-1), torch.ones(7), atol=1e-5)
 
 
+def test_a_run_of_8_bit_activations_loaded_without_vnni_is_warned_of(run_dirs, monkeypatch, caplog):
+    for vnni in (False, True):
+        monkeypatch.setattr(artifacts, "cpu_has_vnni", lambda v=vnni: v)
+        caplog.clear()
+        for name in WIDTHS:
+            artifacts.load_onnx(run_dirs[name])
+        warned = [r.getMessage() for r in caplog.records if "VNNI" in r.getMessage()]
+        assert len(warned) == (0 if vnni else 2) and all("a8" in m for m in warned), warned  # w8a8 and w4a8
+
+
 @pytest.mark.parametrize("name", WIDTHS)
 def test_deployed_onnx_computes_the_trained_graph(run_dirs, tiny_splits, name):
     """Element by element, on the test slice and on inputs past the calibrated range, three
