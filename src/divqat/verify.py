@@ -115,14 +115,14 @@ def verify(
         later = range(i, len(groups[0]) if pool else len(tests))
         left = (max_queries // 2 if pool else max_queries) - asked.charged
         n = shares([asked.fresh(keys[j]) for j in later], left)[0]  # new queries; images planned before are free
-        every = n >= asked.fresh(keys[i])  # all of the record's rows affordable
-        t = record.tensors()
         if test == "order":  # per image: in rounds (verify_order.Sequential); per class: exact (class_test)
+            every = n >= asked.fresh(keys[i])  # all of the record's rows affordable
             n = len(keys[i]) if every else n
             if n < 1:
                 continue
+            t = record.tensors()
             classes = t["served"].shape[1]
-            ask = asked.rows(t["images"], classes)
+            ask = asked.rows(t["images"], keys[i], classes)
             if record.per == "class":
                 result = verify_order.class_test(ask, t, n)
                 asked.plan([keys[i][j] for j in result.rows.tolist()])  # chosen by the served top-1 alone
@@ -138,8 +138,9 @@ def verify(
         if rows < 1:
             continue
         asked.plan(keys[i][:rows])
+        t = record.tensors()
         classes = record.classes or int(max(t["mark"].max(), t["top1"].max())) + 1
-        answers = asked.rows(t["images"], classes)(torch.arange(rows))
+        answers = asked.rows(t["images"], keys[i], classes)(torch.arange(rows))
         verdicts.append(asdict(watermark_verdict(name, answers, t, classes, threshold)))
     return {"significance": significance, "per_account_threshold": threshold, "queries": asked.queries,
             "accounts": verdicts}  # fmt: skip
@@ -196,19 +197,21 @@ class Asked:
     def charge(self, n: int) -> None:
         self.charged += n
 
-    def rows(self, images: Tensor, classes: int) -> Callable[[Tensor], Tensor]:
-        """Rows of a record -> the suspect's checked answers on their images (those not sent yet
-        sent in batches)."""
+    def rows(self, images: Tensor, keys: list[bytes], classes: int) -> Callable[[Tensor], Tensor]:
+        """Rows of a record (its images and their `keys`) -> the suspect's checked answers on their
+        images (those not sent yet sent in batches, each once)."""
 
         def ask(rows: Tensor) -> Tensor:
-            chosen = images[rows]
-            keys = self.keys(chosen)
-            unsent = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in self.answers}.values())
-            for batch in torch.tensor(sorted(unsent), dtype=torch.long).split(self.batch_size) if unsent else ():
-                got = check_answers(self.suspect(chosen[batch]), len(batch), classes)
-                self.answers.update(zip((keys[i] for i in batch.tolist()), got, strict=True))
-            answers = torch.stack([self.answers[k] for k in keys]) if keys else torch.zeros(0, classes)
-            return check_answers(answers, len(keys), classes)  # answers sent for a record of another victim too
+            chosen = [keys[j] for j in rows.tolist()]
+            first = {}
+            for j, k in zip(rows.tolist(), chosen, strict=True):
+                first.setdefault(k, j)
+            unsent = torch.tensor([j for k, j in first.items() if k not in self.answers], dtype=torch.long)
+            for batch in unsent.split(self.batch_size) if len(unsent) else ():
+                got = check_answers(self.suspect(images[batch]), len(batch), classes)
+                self.answers.update(zip((keys[j] for j in batch.tolist()), got, strict=True))
+            answers = torch.stack([self.answers[k] for k in chosen]) if chosen else torch.zeros(0, classes)
+            return check_answers(answers, len(chosen), classes)  # answers sent for a record of another victim too
 
         return ask
 

@@ -203,14 +203,15 @@ def test_the_budget_goes_where_the_records_can_use_it():
 
 def test_a_later_test_gets_for_free_only_images_no_answer_chose():
     asked = Asked(lambda b: torch.full((len(b), K), 1 / K), batch_size=4)
-    keys = Asked.keys(torch.arange(6.0).view(6, 1, 1, 1))
+    images = torch.arange(6.0).view(6, 1, 1, 1)
+    keys = Asked.keys(images)
     asked.plan(keys[:2])  # a watermark test's first two rows
     assert asked.charged == 2 and asked.fresh(keys) == 4 and asked.prefix(keys, 1) == 3
     asked.charge(3)  # a sequential order test that read part of its record: charged, nothing freed
     assert asked.charged == 5 and asked.fresh(keys) == 4
     asked.plan(keys[1:4])
     assert asked.charged == 7 and asked.fresh(keys) == 2
-    answers = asked.rows(torch.arange(6.0).view(6, 1, 1, 1), K)(torch.tensor([0, 0, 5]))
+    answers = asked.rows(images, keys, K)(torch.tensor([0, 0, 5]))
     assert answers.shape == (3, K) and asked.queries == 2  # an image asked twice in one call, sent once
     assert Asked.keys(torch.zeros(1, 1, 2, 2)) != Asked.keys(torch.zeros(1, 2, 2, 1))  # the shape is in the key
 
