@@ -21,7 +21,7 @@ against this victim's records, and `--trained N` models trained on the true labe
 
 Measured on QAT seeds 3-5 (the command above, 10 min on 2 threads, most of it the twelve
 distillations): the top-1 students (3.7-4.5 pp below the victim) at p 2e-3, 7e-4, 4e-4 with the
-image alone and 5e-3, 8e-4, 2e-4 with 14 views (4e-5 at best, seed 5 at 4 views); the soft ones
+image alone and 5e-3, 8e-4, 2e-4 with 14 views (3e-5 at best: seed 5 at 8 views); the soft ones
 0.12, 2e-2, 5e-3 and 0.08, 2e-2, 7e-4; the clones fall from 1e-47 .. 1e-58 to 6e-8 .. 2e-15;
 innocents 0 of 120 at each V (smallest p 0.026). Views do not prove the students. Not adopted.
 """
