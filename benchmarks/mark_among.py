@@ -37,7 +37,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from proof_stacked import ATTACK, secrets_for
 from torch import Tensor
@@ -52,8 +51,9 @@ from divqat.data import load_splits
 from divqat.defenses import create_defense
 from divqat.defenses.watermark import Marks, Record, Watermark
 from divqat.extraction import steal
+from divqat.metrics import accuracy
 from divqat.train import predict_proba
-from divqat.verify import SCORE_STEP, mark_scores
+from divqat.verify import SCORE_STEP, mark_scores, score_sum_p_value
 
 THIEF_IMAGES = slice(20_000, 30_000)  # of the owner's training split: the validation thief's pool
 THRESHOLD = 1e-6
@@ -83,23 +83,14 @@ class AmongWatermark(Watermark):
 
 
 def p_value(model, told: dict[str, Tensor], among: int) -> float:
-    """The watermark's test, each image's term uniform over its `among` candidates' scores."""
+    """The watermark's test, each image's term uniform over its `among` candidates' scores: the
+    scores of the candidates alone, after a column standing for the top-1 (which the test skips)."""
     answers = predict_proba(model, told["images"])
     scores = mark_scores(answers, told["natural"], told["top1"], told["confidence"])
-    grid = torch.round(scores / SCORE_STEP).long()
     allowed = candidates(told["natural"], told["top1"], among)
-    rows = torch.arange(len(grid))
-    observed = int(grid[rows, told["mark"]].sum())
-    distribution, floor = np.ones(1), 0
-    for values in grid.gather(1, allowed).numpy():
-        least = int(values.min())
-        distribution = np.convolve(distribution, np.bincount(values - least) / len(values))
-        floor += least
-    return float(min(1.0, distribution[max(0, observed - floor) :].sum()))
-
-
-def accuracy(model, test) -> float:
-    return (predict_proba(model, test.images).argmax(-1) == test.labels).float().mean().item()
+    column = (allowed == told["mark"].unsqueeze(1)).long().argmax(1) + 1  # the mark's, among the candidates
+    only = torch.cat([torch.zeros(len(scores), 1, dtype=scores.dtype), scores.gather(1, allowed)], 1)
+    return score_sum_p_value(only, torch.zeros(len(scores), dtype=torch.long), column, SCORE_STEP)
 
 
 def main() -> None:
@@ -123,9 +114,8 @@ def main() -> None:
             mark = AmongWatermark(rate=0.001, secret_file=str(mark_key), unsure_below=0.5, unsure_rate=0.2,
                                   mark_probability=0.9, among=among)  # fmt: skip
             defenses = (create_defense("scramble", {"secret_file": str(scramble_key)}), mark)
-            served = defend(victim_test, splits.test.images, defenses).argmax(-1)
-            cost = ((victim_test.argmax(-1) == splits.test.labels).float().mean()
-                    - (served == splits.test.labels).float().mean()).item()  # fmt: skip
+            served = defend(victim_test, splits.test.images, defenses)
+            cost = accuracy(victim_test, splits.test.labels) - accuracy(served, splits.test.labels)
             job = args.out / "jobs" / f"{victim_dir.name}-among{among}"
             if not (job / "student.safetensors").is_file():
                 config = AttackConfig(**ATTACK, pool="in", labels="hard", seed=seed)  # the pool: given below
@@ -143,7 +133,8 @@ def main() -> None:
             told = Record.load(job / "record.safetensors").tensors()
             records[seed, among] = told
             victim_accuracy = json.loads((job / "result.json").read_text())["victim_accuracy"]
-            gaps = [100 * (victim_accuracy - accuracy(m, splits.test)) for m in (clone, student)]
+            gaps = [100 * (victim_accuracy - accuracy(predict_proba(m, splits.test.images), splits.test.labels))
+                    for m in (clone, student)]  # fmt: skip
             rows.append((seed, among, len(told["top1"]), 100 * cost, gaps[0], p_value(clone, told, among), gaps[1],
                          p_value(student, told, among)))  # fmt: skip
     print("| seed | among | marks | benign cost (pp) | victim - clone (pp) | clone p | victim - student (pp) "

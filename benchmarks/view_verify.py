@@ -40,6 +40,7 @@ from divqat.data import load_splits
 from divqat.data.augment import random_affine
 from divqat.defenses.watermark import Record
 from divqat.extraction import thief_pool
+from divqat.metrics import accuracy
 from divqat.train import predict_proba
 from divqat.verify import SCORE_STEP, mark_scores, score_sum_p_value
 
@@ -126,8 +127,7 @@ def main() -> None:
     for (seed, labels), told in records.items():
         for name, model in thieves[seed, labels].items():
             ps = " | ".join(f"{p_value(model, told, v):.1e}" for v in args.views)
-            accuracy = (predict_proba(model, test.images).argmax(-1) == test.labels).float().mean().item()
-            gap = f"{100 * (victim_accuracy[seed] - accuracy):.1f}"
+            gap = f"{100 * (victim_accuracy[seed] - accuracy(predict_proba(model, test.images), test.labels)):.1f}"
             thief = f"whole split, {'top-1' if labels == 'hard' else 'soft'}"
             print(f"| {seed} | {thief} | {len(told['top1'])} | {name} | {gap} | {ps} |")
         others = [m for (s, _), ms in thieves.items() if s != seed for m in ms.values()]
