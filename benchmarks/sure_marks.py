@@ -133,6 +133,7 @@ def main() -> None:
         innocents += [load_surrogate("cnn", d, splits) for d in twins_of(args.grid, victim_dir)]
         on_test = torch.cat([victim(b) for b in splits.test.images.split(2048)])
         on_own = torch.cat([victim(b) for b in own.split(2048)])
+        victim_accuracy = accuracy(on_test, splits.test.labels)
         for name in args.candidates:
             rate, unsure = CANDIDATES[name]
             out = args.out / f"sure{rate:g}-unsure{unsure:g}"
@@ -142,23 +143,22 @@ def main() -> None:
             scramble = create_defense("scramble", {"secret_file": str(scramble_key)})
             defenses = (scramble, create_defense("watermark", mark))
             whole = AttackConfig(**ATTACK, pool="in", labels="hard", seed=seed)  # the pool: given
-            clone, student, told = theft(out / "jobs" / f"{victim_dir.name}-own", victim, splits, defenses, whole,
-                                         pool, student=True)  # fmt: skip
+            clone, student, record = theft(out / "jobs" / f"{victim_dir.name}-own", victim, splits, defenses,
+                                           whole, pool, student=True)  # fmt: skip
             mixed = AttackConfig(**ATTACK, pool="validation", in_seeds=500, labels="hard", seed=seed)
-            small, _, small_told = theft(out / "jobs" / f"{victim_dir.name}-validation-500", victim, splits,
-                                         defenses, mixed, None, student=False)  # fmt: skip
-            records += [told, small_told]
-            told = told.tensors()
-            victim_accuracy = accuracy(on_test, splits.test.labels)
+            small, _, small_record = theft(out / "jobs" / f"{victim_dir.name}-validation-500", victim, splits,
+                                           defenses, mixed, None, student=False)  # fmt: skip
+            records += [record, small_record]
+            told = record.tensors()
             gap = [100 * (victim_accuracy - accuracy(predict_proba(m, splits.test.images), splits.test.labels))
                    for m in (clone, student)]  # fmt: skip
             rows.append({
                 "seed": seed, "candidate": name, "own cost": benign_cost(on_own, own, own_labels, defenses),
                 "test cost": benign_cost(on_test, splits.test.images, splits.test.labels, defenses),
-                "marks": len(told["top1"]), "clone gap": gap[0], "clone p": p_value(clone, records[-2]),
-                "student gap": gap[1], "student p": p_value(student, records[-2]),
+                "marks": len(told["top1"]), "clone gap": gap[0], "clone p": p_value(clone, record),
+                "student gap": gap[1], "student p": p_value(student, record),
                 "sure": per_mark(student, told, True), "unsure": per_mark(student, told, False),
-                "500 marks": len(small_told), "500 p": p_value(small, small_told),
+                "500 marks": len(small_record), "500 p": p_value(small, small_record),
             })  # fmt: skip
     print("| seed | candidate | cost, own images (pp) | cost, test set (pp) | marks | victim - clone (pp), p "
           "| victim - student (pp), p | student per mark: sure (n), unsure (n) "
