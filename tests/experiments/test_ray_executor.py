@@ -169,27 +169,26 @@ def test_an_interrupted_run_resumes_without_recomputing(
 ):
     experiment, _, control = grid
     out = tmp_path / "interrupted"
-    finished = runner_module.Tracker.finished
-    seen = []
+    shutil.copytree(ray_run[0], out)  # FP and victims finished (the runs before ran them)...
+    for attack in (d for d in reference if d.startswith("attack-")):
+        shutil.rmtree(out / "jobs" / attack)
+    before = finished_jobs(out)
 
-    def interrupt_after_three(self, job, error=None):  # Ctrl-C on the driver, with jobs still running
-        finished(self, job, error)
-        seen.append(job.key)
-        if len(seen) == 3:
+    def interrupt_while_running(self, keys):  # ...and Ctrl-C on the driver once attacks are running
+        if keys:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner_module.Tracker, "finished", interrupt_after_three)
-    (control / "hold-attacks").touch()  # so that FP and victims are done, attacks running, when it comes
+    monkeypatch.setattr(runner_module.Tracker, "set_running", interrupt_while_running)
+    (control / "hold-attacks").touch()  # so that they are still running when it comes
     with pytest.raises(KeyboardInterrupt):
         run_experiment(experiment, out, jobs=2, data_root=tiny_root, executor="ray")
     (control / "hold-attacks").unlink()
-    before = finished_jobs(out)
-    assert sorted(before) == sorted(d for d in reference if not d.startswith("attack-"))
+    assert finished_jobs(out) == before
     monkeypatch.undo()
 
     already = len(started(control))
     summary = run_experiment(experiment, out, jobs=2, data_root=tiny_root, executor="ray")
-    assert summary["ran"] == 6 - len(before)
+    assert summary["ran"] == 6 - len(before) == 3
     resumed = started(control)[already:]
     attacks = sorted(d for d in reference if d.startswith("attack-"))
     assert sorted(set(resumed)) == attacks  # nothing finished ran again...
