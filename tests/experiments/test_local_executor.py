@@ -2,6 +2,7 @@
 its workers serve every level, and a worker that dies costs only the jobs it broke."""
 
 import os
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,5 +59,5 @@ def test_two_workers_run_every_level(tmp_path):
 
 def test_a_dead_worker_fails_its_level_and_the_next_level_runs_on_fresh_workers(tmp_path):
     tracker, pids = run(tmp_path, (Job("fp", "die"), Job("victim", "v"), Job("attack", "a")))
-    assert type(tracker.errors["die"]).__name__ == "BrokenProcessPool"
+    assert isinstance(tracker.errors["die"], BrokenProcessPool)
     assert tracker.errors["v"] is None and tracker.errors["a"] is None and set(pids) == {"v", "a"}

@@ -173,6 +173,7 @@ def test_an_interrupted_run_resumes_without_recomputing(
     for attack in (d for d in reference if d.startswith("attack-")):
         shutil.rmtree(out / "jobs" / attack)
     before = finished_jobs(out)
+    assert sorted(before) == sorted(d for d in reference if not d.startswith("attack-"))
 
     def interrupt_while_running(self, keys):  # ...and Ctrl-C on the driver once attacks are running
         if keys:
